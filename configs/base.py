@@ -1,0 +1,103 @@
+"""Shared base of every VONet config: the MOVi-A values of SPEC.md, sections 1-5.
+
+Per-dataset configs import `get_base_config()` and override only what differs. Every size,
+switch and schedule of the model and the trainer lives here, never as a literal deep in code.
+"""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # --- Data (SPEC.md section 1) -------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "movi_a"            # movi_a..movi_e, or "synthetic" (built-in dataset)
+  config.data.data_dir = "gs://kubric-public/tfds"
+  config.data.resolution = 128           # frame height = width fed to the model
+  config.data.num_frames = 24            # frames per video
+  config.data.shuffle_buffer = 256       # videos held for shuffling the training stream
+  # Built-in MOVi-style dataset (vonet_jax/data/synthetic.py); used when name == "synthetic".
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.num_train_videos = 200
+  config.data.synthetic.num_validation_videos = 20
+  config.data.synthetic.min_objects = 3
+  config.data.synthetic.max_objects = 10
+  config.data.synthetic.seed = 0
+
+  # --- Model (SPEC.md section 2) ------------------------------------------------------------
+  m = config.model = ml_collections.ConfigDict()
+  m.num_slots = 11                       # K
+  m.slot_size = 128                      # D, trajectory latent and z size
+  m.backbone_channels = 64
+  m.backbone_blocks = 5
+  m.feature_size = 128                   # channels of the feature map F
+  m.mlp_hidden = 256                     # hidden width of context / slot / memory MLPs
+  m.unet_channels = (32, 64, 64, 128, 128)
+  m.unet_fc = 512                        # bottleneck MLP width = mask transformer model size
+  m.use_unet = True                      # False: ablation "wo-UNet" (masks = estimated masks)
+  m.mask_transformer = ml_collections.ConfigDict(
+      dict(num_layers=3, num_heads=3, head_dim=512, mlp_dim=1024))
+  m.init_transformer = ml_collections.ConfigDict(
+      dict(num_layers=3, num_heads=3, head_dim=128, mlp_dim=256))
+  m.prior_transformer = ml_collections.ConfigDict(
+      dict(num_layers=2, num_heads=3, head_dim=128, mlp_dim=256))
+  m.posterior_hidden = 128
+  m.kl_balance = 0.7                     # kappa; 0.5 = ablation "wo-KLBal" (plain KL)
+  m.kl_weight_divisor = 1.0              # ablation "KL-/W": beta divided by W
+  # Discrete VAE and STEVE-style transformer decoder.
+  m.dvae = ml_collections.ConfigDict(
+      dict(vocab_size=4096, hidden=64, relu_before_log_softmax=True))
+  m.decoder = ml_collections.ConfigDict(
+      dict(d_model=192, num_heads=4, num_layers=8, ffn_dim=768, dropout=0.1))
+  # Exact speed/memory options (issue "Performance"); see README.
+  m.broadcast_conv = "closed_form"       # "closed_form" (exact, fast) or "plain" (3x3 conv)
+  m.attention_impl = "xla"               # "xla": jax.nn.dot_product_attention; "einsum": plain
+  m.remat = False                        # nn.remat on U-Net and decoder blocks
+  m.compute_dtype = "float32"            # "bfloat16": bf16 compute, fp32 params and losses
+
+  # --- Optimisation (SPEC.md section 3) -----------------------------------------------------
+  t = config.train = ml_collections.ConfigDict()
+  t.batch_size = 32                      # B, global number of segments per update
+  t.segment_length = 3                   # T
+  t.num_iterations = 150_000             # counted from the start of collection
+  t.main_lr_start = 1e-5
+  t.main_lr_peak = 1e-4
+  t.main_lr_end = 1e-5
+  t.main_warmup_steps = 5_000
+  t.main_hold_until = 100_000
+  t.main_decay_until = 150_000
+  t.decoder_lr = 3e-4
+  t.dvae_lr = 1e-3
+  t.clip_norm = 0.1                      # main and decoder groups; dVAE unclipped
+  t.adam_b1 = 0.9
+  t.adam_b2 = 0.999
+  t.adam_eps = 1e-7
+  t.beta_max = 20.0                      # KL weight, linear 0 -> beta_max
+  t.beta_warmup_steps = 50_000
+  t.tau_start = 1.0                      # Gumbel-softmax temperature, linear
+  t.tau_end = 0.1
+  t.tau_steps = 10_000
+  t.mask_last_frame = True               # code: loss of a video's last frame masked out
+
+  # --- Replay buffer (SPEC.md section 4) ----------------------------------------------------
+  r = config.replay = ml_collections.ConfigDict()
+  r.enabled = True                       # False: ablation "wo-Replay"
+  r.num_workers = 16
+  r.frames_per_iteration = 2
+  r.capacity_per_worker = 10_000
+  r.initial_frames = 50_000              # training starts once this many frames are stored
+
+  # --- Checkpoints, summaries, evaluation ---------------------------------------------------
+  config.checkpoint_every = 1_000
+  config.checkpoints_to_keep = 3
+  config.log_scalars_every = 100
+  config.log_images_every = 5_000
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every = 10_000             # periodic evaluation during training (0: never)
+  config.eval.periodic_num_videos = 32   # validation videos used by periodic evaluation
+  config.eval.batch_size = 8             # videos per evaluation batch (global)
+  config.eval.seeds = 1                  # --mode=eval repeats with this many noise seeds
+  config.eval.mask_threshold = 0.3
+  config.eval.checkpoint_step = -1       # -1: latest checkpoint
+  return config
