@@ -27,6 +27,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # --- Model (SPEC.md section 2) ------------------------------------------------------------
   m = config.model = ml_collections.ConfigDict()
+  m.resolution = config.data.get_ref("resolution")  # linked: frame size seen by the model
   m.num_slots = 11                       # K
   m.slot_size = 128                      # D, trajectory latent and z size
   m.backbone_channels = 64

@@ -1,0 +1,155 @@
+"""VONet's parallel attention and MONet's recurrent attention over the same U-Net.
+
+Both turn the feature map F [B, h, w, C] and the previous trajectory latents r [B, K, D] into
+K attention masks [B, K, h, w] that sum to one over slots at every pixel (SPEC.md section 2).
+"""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vonet_jax.models.unet import UNet
+
+
+class BroadcastConv(nn.Module):
+  """3x3 zero-padded conv of a spatially constant map, c [N, C_in] -> [N, h, w, features].
+
+  method="plain" runs the convolution on the broadcast map (about 1.2 GFLOP per slot and frame
+  at MOVi sizes). method="closed_form" gives the same numbers from the 9 per-tap projections
+  c @ W[a, b]: output(i, j) = bias + sum of the taps that land inside the map, so the interior
+  is one constant and only the one-pixel border differs.
+  """
+  features: int
+  height: int
+  width: int
+  method: str = "closed_form"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, c):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, c.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    c, kernel = c.astype(self.dtype), kernel.astype(self.dtype)
+    if self.method == "plain":
+      x = jnp.broadcast_to(c[:, None, None, :], (c.shape[0], self.height, self.width, c.shape[-1]))
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return y + bias.astype(self.dtype)
+    if self.method != "closed_form":
+      raise ValueError(f"unknown broadcast_conv method {self.method!r}")
+    taps = jnp.einsum("nc,abcd->nabd", c, kernel)  # [N, 3, 3, features]
+    # rows[i, a] = 1 where input row i + a - 1 lies inside the map (zero padding elsewhere).
+    rows = _inside(self.height).astype(self.dtype)  # [h, 3]
+    cols = _inside(self.width).astype(self.dtype)  # [w, 3]
+    y = jnp.einsum("ia,nabd->nibd", rows, taps)  # [N, h, 3, features]
+    y = jnp.einsum("jb,nibd->nijd", cols, y)  # [N, h, w, features]
+    return y + bias.astype(self.dtype)
+
+
+def _inside(size: int) -> jnp.ndarray:
+  """[size, 3] indicator that position i + a - 1 (a = kernel tap) is within [0, size)."""
+  pos = jnp.arange(size)[:, None] + jnp.arange(3)[None, :] - 1
+  return (pos >= 0) & (pos < size)
+
+
+class ContextMLP(nn.Module):
+  """c_k = MLP_cxt(r_k): D -> hidden (ReLU) -> C."""
+  hidden: int
+  features: int
+
+  @nn.compact
+  def __call__(self, r):
+    return nn.Dense(self.features, name="dense2")(nn.relu(nn.Dense(self.hidden, name="dense1")(r)))
+
+
+class UNetInput(nn.Module):
+  """F + conv3x3([m, log m]) + conv3x3(broadcast c_k): one [h, w, C] map per (batch, slot).
+
+  Args of __call__: features [B, h, w, C], masks and log_masks [B, K, h, w], context [B, K, C].
+  Returns [B, K, h, w, C].
+  """
+  broadcast_conv: str = "closed_form"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, masks, log_masks, context):
+    b, h, w, c = features.shape
+    k = masks.shape[1]
+    mask_in = jnp.stack([masks, log_masks], axis=-1).reshape(b * k, h, w, 2)
+    mask_term = nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                        name="mask_conv")(mask_in)  # [B*K, h, w, C]
+    context_term = BroadcastConv(c, h, w, method=self.broadcast_conv, dtype=self.dtype,
+                                 name="context_conv")(context.reshape(b * k, -1))
+    x = (mask_term + context_term).reshape(b, k, h, w, c)
+    return features[:, None].astype(x.dtype) + x
+
+
+class ParallelAttention(nn.Module):
+  """VONet's attention: all K masks of a frame in one U-Net call on B*K maps.
+
+  Returns dict with masks, log_masks and est_log_masks (the dot-product estimate), each
+  [B, K, h, w].
+  """
+  cfg: Any  # config.model (FrozenConfigDict)
+
+  @nn.compact
+  def __call__(self, features, r_prev):
+    # features: [B, h, w, C]; r_prev: [B, K, D]
+    cfg = self.cfg
+    c = features.shape[-1]
+    context = ContextMLP(cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
+    keys = nn.Dense(c, name="keys")(features)  # [B, h, w, C]
+    logits = jnp.einsum("bhwc,bkc->bkhw", keys, context) / jnp.sqrt(c)
+    est_log_masks = jax.nn.log_softmax(logits, axis=1)  # [B, K, h, w]
+    out = dict(est_log_masks=est_log_masks)
+    if not cfg.use_unet:  # ablation "wo-UNet"
+      out.update(log_masks=est_log_masks, masks=jnp.exp(est_log_masks))
+      return out
+    dtype = jnp.dtype(cfg.compute_dtype)
+    x = UNetInput(cfg.broadcast_conv, dtype, name="unet_input")(
+        features, jnp.exp(est_log_masks), est_log_masks, context)  # [B, K, h, w, C]
+    delta = UNet(tuple(cfg.unet_channels), cfg.unet_fc, cfg.mask_transformer,
+                 attention_impl=cfg.attention_impl, remat=cfg.remat, dtype=dtype,
+                 name="unet")(x)  # [B, K, h, w]
+    log_masks = jax.nn.log_softmax(delta + est_log_masks, axis=1)
+    out.update(log_masks=log_masks, masks=jnp.exp(log_masks))
+    return out
+
+
+class _MonetStep(nn.Module):
+  """One step of MONet's recurrence: attend to part of the remaining scope."""
+  cfg: Any
+
+  @nn.compact
+  def __call__(self, log_scope, features, context):
+    # log_scope: [B, h, w]; features: [B, h, w, C]; context: [B, C]
+    cfg = self.cfg
+    x = UNetInput(cfg.broadcast_conv, name="unet_input")(
+        features, jnp.exp(log_scope)[:, None], log_scope[:, None], context[:, None])
+    alpha = UNet(tuple(cfg.unet_channels), cfg.unet_fc, None, name="unet")(x)[:, 0]  # [B, h, w]
+    log_mask = log_scope + jax.nn.log_sigmoid(alpha)
+    return log_scope + jax.nn.log_sigmoid(-alpha), log_mask
+
+
+class RecurrentAttention(nn.Module):
+  """MONet's recurrent attention (baseline for the paper's Figure 5 timing only).
+
+  Slot k takes a share sigmoid(alpha_k) of the remaining scope, one U-Net call after another
+  (lax.scan over slots, log space); the last slot takes what is left. Same U-Net and inputs as
+  ParallelAttention, without the mask transformer (slots are not available at once).
+  Returns masks [B, K, h, w].
+  """
+  cfg: Any
+
+  @nn.compact
+  def __call__(self, features, r_prev):
+    b, h, w, c = features.shape
+    context = ContextMLP(self.cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
+    scan = nn.scan(_MonetStep, variable_broadcast="params", split_rngs={"params": False},
+                   in_axes=(nn.broadcast, 1), out_axes=1)
+    log_scope, log_masks = scan(self.cfg, name="step")(
+        jnp.zeros((b, h, w)), features, context[:, :-1])  # log_masks: [B, K-1, h, w]
+    log_masks = jnp.concatenate([log_masks, log_scope[:, None]], axis=1)
+    return jnp.exp(log_masks)

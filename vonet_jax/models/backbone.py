@@ -1,0 +1,74 @@
+"""Convolutional backbone shared by the attention and the slot encoder (SPEC.md section 2).
+
+frame [B, H, W, 3] in [0, 1] -> feature map F [B, H/2, W/2, feature_size], with an additive
+position embedding.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+# PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
+_BN_MOMENTUM = 0.9
+_BN_EPS = 1e-5
+
+
+class ResNetBlock(nn.Module):
+  """relu(BN(conv(relu(BN(conv(x))))) + shortcut); bias-free 3x3 convs.
+
+  The stride-2 block pads explicitly by one pixel per side (as PyTorch), not XLA 'SAME'; its
+  shortcut is a strided 1x1 conv + BN, the others are the identity.
+  """
+  channels: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    # x: [B, H, W, C_in]
+    norm = lambda name: nn.BatchNorm(
+        use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, name=name)
+    pad = ((1, 1), (1, 1))
+    y = nn.Conv(self.channels, (3, 3), strides=self.stride, padding=pad, use_bias=False,
+                name="conv1")(x)
+    y = nn.relu(norm("bn1")(y))
+    y = nn.Conv(self.channels, (3, 3), padding=pad, use_bias=False, name="conv2")(y)
+    y = norm("bn2")(y)
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.channels:
+      shortcut = nn.Conv(self.channels, (1, 1), strides=self.stride, use_bias=False,
+                         name="shortcut_conv")(x)
+      shortcut = norm("shortcut_bn")(shortcut)
+    return nn.relu(y + shortcut)  # [B, H/stride, W/stride, channels]
+
+
+def position_grid(height: int, width: int) -> jnp.ndarray:
+  """[height, width, 4] grid of [y, x, 1 - y, 1 - x], each a linspace(0, 1)."""
+  y, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, height), jnp.linspace(0.0, 1.0, width),
+                      indexing="ij")
+  return jnp.stack([y, x, 1.0 - y, 1.0 - x], axis=-1)
+
+
+class PositionEmbedding(nn.Module):
+  """Per-pixel MLP 4 -> C (ReLU) -> C on the position grid, added to the feature map."""
+
+  @nn.compact
+  def __call__(self, features):
+    # features: [B, h, w, C]
+    _, h, w, c = features.shape
+    emb = nn.Dense(c, name="dense1")(position_grid(h, w))
+    emb = nn.Dense(c, name="dense2")(nn.relu(emb))  # [h, w, C]
+    return features + emb[None]
+
+
+class Backbone(nn.Module):
+  """num_blocks ResNet blocks (first with stride 2), 1x1 conv to feature_size, position emb."""
+  channels: int = 64
+  num_blocks: int = 5
+  feature_size: int = 128
+
+  @nn.compact
+  def __call__(self, frame, train: bool):
+    # frame: [B, H, W, 3] float in [0, 1]
+    x = frame
+    for i in range(self.num_blocks):
+      x = ResNetBlock(self.channels, stride=2 if i == 0 else 1, name=f"block{i}")(x, train)
+    x = nn.Conv(self.feature_size, (1, 1), name="proj")(x)  # [B, H/2, W/2, feature_size]
+    return PositionEmbedding(name="pos_emb")(x)

@@ -1,0 +1,281 @@
+"""Multi-head attention and the pre-LN slot transformer (SPEC.md section 2).
+
+`MultiHeadAttention` serves every transformer of the model: the mask, initial-slot and prior
+transformers across the K slots (`SlotTransformer`, with the authors' learned query bias) and the
+STEVE decoder (`vonet_jax.models.decoder`, causal self-attention with a KV cache plus
+cross-attention to the slot memory).
+
+Initialisation (PyTorch-style, as STEVE/SLATE): attention projections and linear output layers
+use xavier_uniform (the output projections optionally with a gain, STEVE's (3 * layers)^-0.5),
+the hidden layer of an MLP that feeds a ReLU uses kaiming_uniform (he_uniform), biases are zero.
+LayerNorm eps is PyTorch's 1e-5.
+
+Shapes: B batch, T query positions, S key/value positions, H heads, Dh per-head size, d model size.
+"""
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
+ATTENTION_IMPLS = ("xla", "einsum")
+
+
+def layer_norm(dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.LayerNorm:
+  """LayerNorm with PyTorch's eps, learnable scale and bias."""
+  return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name=name)
+
+
+def xavier_uniform(gain: float = 1.0):
+  """PyTorch's xavier_uniform_ with a gain, for [fan_in, fan_out] (or HWIO) kernels."""
+  return nn.initializers.variance_scaling(gain ** 2, "fan_avg", "uniform")
+
+
+def einsum_attention(q, k, v, mask=None, dropout_fn=None):
+  """Plain softmax(Q K^T / sqrt(Dh)) V, softmax in float32.
+
+  Args:
+    q: [B, T, H, Dh] queries.
+    k: [B, S, H, Dh] keys.
+    v: [B, S, H, Dh] values.
+    mask: optional bool, broadcastable to [B, H, T, S]; False = not attended.
+    dropout_fn: optional function applied to the attention probabilities [B, H, T, S].
+
+  Returns:
+    [B, T, H, Dh] attended values, in q's dtype.
+  """
+  scale = 1.0 / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+  logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale  # [B, H, T, S]
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)  # [B, H, T, S]
+  if dropout_fn is not None:
+    probs = dropout_fn(probs)
+  return jnp.einsum("bhts,bshd->bthd", probs, v)  # [B, T, H, Dh]
+
+
+def _xla_implementation(q, mask):
+  """`implementation` for `jax.nn.dot_product_attention`: cuDNN flash attention on a GPU when it
+  applies (fp16/bf16, head size a multiple of 8 and <= 128, no explicit mask), else XLA."""
+  use_cudnn = (jax.default_backend() == "gpu" and mask is None
+               and q.dtype in (jnp.bfloat16, jnp.float16)
+               and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
+  return "cudnn" if use_cudnn else "xla"
+
+
+def causal_mask(length: int):
+  """Bool [1, 1, T, T]: position t attends to positions <= t."""
+  return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention with bias-free q/k/v/o projections.
+
+  Self-attention: `__call__(x)`; cross-attention: `__call__(x, memory)` (queries from x, keys and
+  values from memory). Incremental decoding: `decode_step(x_t, cache, index)` with an explicit
+  cache dict(k, v) of [B, S, H, Dh] arrays (see `init_cache`), usable inside lax loops.
+  For cross-attention while decoding, project the memory once with `project_key_value` and call
+  `attend(project_query(x_t), k, v)` at each step.
+
+  Attributes:
+    num_heads: H.
+    head_dim: Dh, per-head query/key/value size.
+    out_dim: size of the output projection.
+    q_bias: add a learned zero-initialised bias [H * Dh] to the projected queries (the authors'
+      code quirk; the projections themselves have no bias).
+    dropout_rate: dropout on the attention probabilities and on the projected output.
+    impl: "xla" (`jax.nn.dot_product_attention`: cuDNN flash attention where it applies on GPU,
+      XLA otherwise; falls back to "einsum" while probability dropout is active) or "einsum".
+    out_init_gain: xavier gain of the output projection.
+    dtype: compute dtype (parameters stay float32).
+  """
+  num_heads: int
+  head_dim: int
+  out_dim: int
+  q_bias: bool = False
+  dropout_rate: float = 0.0
+  impl: str = "xla"
+  out_init_gain: float = 1.0
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    if self.impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention impl {self.impl!r} is not one of {ATTENTION_IMPLS}")
+    inner = self.num_heads * self.head_dim
+    dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
+    self.q_proj = dense(inner, kernel_init=xavier_uniform())
+    self.k_proj = dense(inner, kernel_init=xavier_uniform())
+    self.v_proj = dense(inner, kernel_init=xavier_uniform())
+    self.o_proj = dense(self.out_dim, kernel_init=xavier_uniform(self.out_init_gain))
+    if self.q_bias:
+      self.query_bias = self.param("query_bias", nn.initializers.zeros, (inner,))
+    self.attn_dropout = nn.Dropout(self.dropout_rate)
+    self.out_dropout = nn.Dropout(self.dropout_rate)
+
+  def _heads(self, x):
+    return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # [B, T, H, Dh]
+
+  def project_query(self, x):
+    """x: [B, T, d_in] -> queries [B, T, H, Dh]."""
+    q = self.q_proj(x)  # [B, T, H*Dh]
+    if self.q_bias:
+      q = q + self.query_bias.astype(q.dtype)
+    return self._heads(q)
+
+  def project_key_value(self, memory):
+    """memory: [B, S, d_mem] -> (keys, values), each [B, S, H, Dh]."""
+    return self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+
+  def attend(self, q, k, v, mask=None, causal: bool = False, deterministic: bool = True):
+    """Attention of projected queries to projected keys/values, then the output projection.
+
+    Args:
+      q: [B, T, H, Dh]; k, v: [B, S, H, Dh].
+      mask: optional bool broadcastable to [B, H, T, S]; False = not attended.
+      causal: query t attends to keys <= t (self-attention, T == S).
+      deterministic: no dropout.
+
+    Returns:
+      [B, T, out_dim].
+    """
+    dropout_active = not deterministic and self.dropout_rate > 0.0
+    if self.impl == "xla" and not dropout_active:
+      k, v = k.astype(q.dtype), v.astype(q.dtype)
+      out = jax.nn.dot_product_attention(
+          q, k, v, mask=mask, is_causal=causal,
+          implementation=_xla_implementation(q, mask))  # [B, T, H, Dh]
+    else:
+      if causal:
+        cm = causal_mask(q.shape[1])  # [1, 1, T, T]
+        mask = cm if mask is None else jnp.logical_and(mask, cm)
+      dropout_fn = None
+      if dropout_active:
+        dropout_fn = functools.partial(self.attn_dropout, deterministic=False)
+      out = einsum_attention(q, k, v, mask, dropout_fn)  # [B, T, H, Dh]
+    out = out.reshape(out.shape[:2] + (self.num_heads * self.head_dim,))  # [B, T, H*Dh]
+    return self.out_dropout(self.o_proj(out), deterministic=deterministic)  # [B, T, out_dim]
+
+  def __call__(self, x, memory=None, *, mask=None, causal: bool = False,
+               deterministic: bool = True):
+    """Self-attention (memory None) or cross-attention.
+
+    Args:
+      x: [B, T, d_in] query stream.
+      memory: optional [B, S, d_mem] keys/values source; None = x.
+      mask: optional bool broadcastable to [B, H, T, S].
+      causal: causal self-attention.
+      deterministic: no dropout.
+
+    Returns:
+      [B, T, out_dim].
+    """
+    q = self.project_query(x)  # [B, T, H, Dh]
+    k, v = self.project_key_value(x if memory is None else memory)  # [B, S, H, Dh] each
+    return self.attend(q, k, v, mask=mask, causal=causal, deterministic=deterministic)
+
+  def init_cache(self, batch: int, length: int):
+    """Empty self-attention KV cache: dict(k, v), each zeros [B, S, H, Dh] in the compute dtype."""
+    shape = (batch, length, self.num_heads, self.head_dim)
+    zeros = jnp.zeros(shape, jnp.dtype(self.dtype))
+    return dict(k=zeros, v=zeros)
+
+  def decode_step(self, x, cache, index):
+    """One causal self-attention step with a KV cache (deterministic).
+
+    Args:
+      x: [B, 1, d_in] the stream at position `index`.
+      cache: dict(k, v), each [B, S, H, Dh]; positions < index filled by earlier steps.
+      index: int scalar (may be traced), the position of x.
+
+    Returns:
+      (y [B, 1, out_dim], the cache with position `index` written).
+    """
+    q = self.project_query(x)  # [B, 1, H, Dh]
+    k, v = self.project_key_value(x)  # [B, 1, H, Dh] each
+    k_all = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), index, 1)
+    v_all = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), index, 1)
+    length = k_all.shape[1]
+    mask = (jnp.arange(length) <= index)[None, None, None, :]  # [1, 1, 1, S]
+    y = self.attend(q, k_all, v_all, mask=mask, deterministic=True)  # [B, 1, out_dim]
+    return y, dict(k=k_all, v=v_all)
+
+
+class FeedForward(nn.Module):
+  """Dense(hidden) -> ReLU -> Dense(out_dim) -> dropout, with biases.
+
+  Attributes:
+    hidden_dim: hidden width (kaiming_uniform init).
+    out_dim: output width (xavier_uniform init with `out_init_gain`).
+    dropout_rate: dropout on the output.
+  """
+  hidden_dim: int
+  out_dim: int
+  dropout_rate: float = 0.0
+  out_init_gain: float = 1.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    # x: [..., d_in] -> [..., out_dim]
+    h = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=nn.initializers.he_uniform(),
+                 name="hidden")(x)
+    y = nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
+                 name="out")(nn.relu(h))
+    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+class SlotTransformerBlock(nn.Module):
+  """Pre-LN block: x + MHA(LN x); x + MLP(LN x). No dropout, query bias on (authors' code)."""
+  num_heads: int
+  head_dim: int
+  mlp_dim: int
+  impl: str = "xla"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    # x: [B, N, d] -> [B, N, d]
+    d = x.shape[-1]
+    y = layer_norm(self.dtype, "attention_norm")(x)
+    x = x + MultiHeadAttention(self.num_heads, self.head_dim, d, q_bias=True, impl=self.impl,
+                               dtype=self.dtype, name="attention")(y)
+    y = layer_norm(self.dtype, "mlp_norm")(x)
+    return x + FeedForward(self.mlp_dim, d, dtype=self.dtype, name="mlp")(y)
+
+
+class SlotTransformer(nn.Module):
+  """Transformer across the K slots: `num_layers` pre-LN blocks, no position encoding (slot
+  permutation equivariant), no dropout, no final LayerNorm.
+
+  Used as the mask transformer (3 layers, 3 heads, Dh 512, MLP 1024, d 512: 12,598,272 params),
+  the initial-slot transformer and the prior transformer (d 128, Dh 128, MLP 256).
+
+  Attributes:
+    num_layers: number of blocks (params `block_0` ...).
+    num_heads: H.
+    head_dim: Dh (independent of the model size d, which is the input's last axis).
+    mlp_dim: MLP hidden width.
+    impl: attention implementation, "xla" or "einsum".
+    remat: wrap each block in `nn.remat` (recompute activations in the backward pass).
+    dtype: compute dtype.
+  """
+  num_layers: int
+  num_heads: int
+  head_dim: int
+  mlp_dim: int
+  impl: str = "xla"
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    # x: [B, N, d] -> [B, N, d]
+    if x.ndim != 3:
+      raise ValueError(f"SlotTransformer expects [B, N, d], got shape {x.shape}")
+    block_cls = nn.remat(SlotTransformerBlock) if self.remat else SlotTransformerBlock
+    for i in range(self.num_layers):
+      x = block_cls(self.num_heads, self.head_dim, self.mlp_dim, impl=self.impl,
+                    dtype=self.dtype, name=f"block_{i}")(x)
+    return x

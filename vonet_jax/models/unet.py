@@ -1,0 +1,92 @@
+"""The MONet-style U-Net that refines the attention masks (SPEC.md section 2).
+
+Runs on N = B*K maps at once (slots folded into the batch axis): down path with InstanceNorm,
+bottleneck MLP, an optional transformer across the K slots of each frame, up path with skips,
+final 1x1 conv to one channel of delta logits.
+"""
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vonet_jax.models.transformer import SlotTransformer
+
+
+class ConvNormRelu(nn.Module):
+  """conv3x3 (no bias) -> InstanceNorm (affine, eps 1e-5) -> ReLU."""
+  channels: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                dtype=self.dtype, name="conv")(x)
+    # InstanceNorm = GroupNorm with one channel per group.
+    x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, dtype=self.dtype,
+                     name="norm")(x)
+    return nn.relu(x)
+
+
+def max_pool2(x):
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def upsample2(x):
+  """Nearest-neighbour 2x upsampling: [N, h, w, C] -> [N, 2h, 2w, C]."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def up_channels(down_channels: Sequence[int]) -> list[int]:
+  """Output channels of the up blocks: the down channels mirrored, one level shifted."""
+  n = len(down_channels)
+  return [down_channels[max(n - 2 - j, 0)] for j in range(n)]
+
+
+class UNet(nn.Module):
+  """x [B, K, h, w, C] -> delta logits [B, K, h, w].
+
+  Attributes:
+    channels: down-path channels; every block but the first ends with a 2x max-pool, so the
+      bottleneck map is h / 2**(len(channels) - 1).
+    fc: width of the bottleneck MLP (and model size of the mask transformer).
+    transformer: config of the mask transformer across slots (num_layers, num_heads, head_dim,
+      mlp_dim), or None for no slot mixing (MONet's recurrent attention).
+  """
+  channels: Sequence[int]
+  fc: int
+  transformer: Optional[Any] = None
+  attention_impl: str = "xla"
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, k, h, w, c = x.shape
+    block_cls = nn.remat(ConvNormRelu) if self.remat else ConvNormRelu
+    x = x.reshape(b * k, h, w, c)  # [N, h, w, C], N = B*K
+    skips = []
+    for i, ch in enumerate(self.channels):
+      x = block_cls(ch, dtype=self.dtype, name=f"down{i}")(x)
+      if i > 0:
+        x = max_pool2(x)
+      skips.append(x)
+    _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
+    emb = nn.relu(nn.Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
+    emb = nn.relu(nn.Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
+    if self.transformer is not None:
+      emb = SlotTransformer(
+          num_layers=self.transformer.num_layers, num_heads=self.transformer.num_heads,
+          head_dim=self.transformer.head_dim, mlp_dim=self.transformer.mlp_dim,
+          impl=self.attention_impl, remat=self.remat, name="mask_transformer",
+      )(emb.reshape(b, k, self.fc)).reshape(b * k, self.fc)
+    x = nn.relu(nn.Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
+    x = x.reshape(b * k, bh, bw, bc)
+    out_channels = up_channels(self.channels)
+    for j, skip in enumerate(reversed(skips)):
+      x = jnp.concatenate([x, skip], axis=-1)
+      x = block_cls(out_channels[j], dtype=self.dtype, name=f"up{j}")(x)
+      if j < len(skips) - 1:
+        x = upsample2(x)
+    delta = nn.Conv(1, (1, 1), dtype=self.dtype, name="out")(x)  # [N, h, w, 1]
+    return delta.reshape(b, k, h, w).astype(jnp.float32)
