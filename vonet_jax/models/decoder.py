@@ -1,0 +1,322 @@
+"""STEVE-style autoregressive transformer decoder over dVAE tokens (SPEC.md section 2, "Decoder").
+
+The slots z [B, K, D] become K memory tokens; the token stream [BOS, tokens[:-1]] predicts every
+token of the frame by teacher forcing (`TransformerDecoder.__call__`), or token by token with a
+KV cache for pictures (`TransformerDecoder.greedy_decode`). All parameters live under this one
+module: they form the "decoder" optimiser group (SPEC.md section 3).
+
+Parameter tree (full config, SPEC.md section 7):
+  slot_memory/{hidden, out}              82,368   MLP D -> memory_hidden (ReLU) -> d_model
+  token_embedding/embedding             786,432   [vocab, d_model]
+  bos                                       192   [1, 1, d_model]
+  position_embedding                    196,608   [num_tokens, d_model]
+  input_norm                                384   LayerNorm after the input dropout
+  transformer/{block_0.., final_norm} 4,735,872   decoder blocks and the final LayerNorm
+  logits/{norm, dense}                  786,816   LayerNorm -> Dense d_model -> vocab, no bias
+
+Initialisation follows STEVE: xavier_uniform projections (attention and FFN output projections
+with gain (3 * num_layers)^-0.5), kaiming_uniform FFN hidden layer, N(0, 1) token embedding,
+xavier-style uniform BOS, truncated N(0, 1) in [-2, 2] position embedding, zero biases.
+
+Shapes: B batch, K slots, D slot size, N tokens per frame, V vocabulary, d d_model.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vonet_jax.models.transformer import FeedForward, MultiHeadAttention, layer_norm, xavier_uniform
+
+
+def _bos_init(key, shape, dtype=jnp.float32):
+  """PyTorch xavier_uniform_ of a [1, 1, d] tensor: U(-sqrt(3/d), sqrt(3/d))."""
+  bound = jnp.sqrt(3.0 / shape[-1])
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _position_init(key, shape, dtype=jnp.float32):
+  """PyTorch trunc_normal_: N(0, 1) truncated to [-2, 2]."""
+  return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+
+def token_cross_entropy(logits, tokens):
+  """Cross-entropy of integer target tokens, summed over tokens (computed in float32).
+
+  Args:
+    logits: [B, N, V].
+    tokens: int [B, N].
+
+  Returns:
+    [B] loss per frame.
+  """
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), tokens)
+  return ce.sum(axis=-1)  # [B]
+
+
+class DecoderBlock(nn.Module):
+  """Pre-LN block: causal self-attention, cross-attention to the memory, FFN.
+
+  The first block replaces its stream by LN(stream) before the self-attention residual (STEVE):
+    first:  x = LN_self(x); x = x + SelfAttn(x)
+    others: x = x + SelfAttn(LN_self(x))
+  then x = x + CrossAttn(LN_cross(x), memory); x = x + FFN(LN_ffn(x)).
+  """
+  d_model: int
+  num_heads: int
+  ffn_dim: int
+  dropout: float
+  is_first: bool
+  out_init_gain: float = 1.0
+  impl: str = "xla"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    head_dim = self.d_model // self.num_heads
+    attention = lambda: MultiHeadAttention(
+        self.num_heads, head_dim, self.d_model, q_bias=False, dropout_rate=self.dropout,
+        impl=self.impl, out_init_gain=self.out_init_gain, dtype=self.dtype)
+    self.self_attention_norm = layer_norm(self.dtype)
+    self.self_attention = attention()
+    self.cross_attention_norm = layer_norm(self.dtype)
+    self.cross_attention = attention()
+    self.ffn_norm = layer_norm(self.dtype)
+    self.ffn = FeedForward(self.ffn_dim, self.d_model, self.dropout, self.out_init_gain,
+                           dtype=self.dtype)
+
+  def _self_attention_residual(self, x, attend):
+    # x: [B, T, d] -> [B, T, d]; attend: the self-attention of a normalised stream.
+    if self.is_first:
+      x = self.self_attention_norm(x)
+      return x + attend(x)
+    return x + attend(self.self_attention_norm(x))
+
+  def _cross_and_ffn(self, x, cross_kv, deterministic):
+    # x: [B, T, d]; cross_kv: memory keys/values [B, K, H, Dh] each -> [B, T, d]
+    q = self.cross_attention.project_query(self.cross_attention_norm(x))  # [B, T, H, Dh]
+    x = x + self.cross_attention.attend(q, *cross_kv, deterministic=deterministic)
+    return x + self.ffn(self.ffn_norm(x), deterministic=deterministic)
+
+  def __call__(self, x, memory, deterministic: bool):
+    """Teacher forcing. x: [B, N, d]; memory: [B, K, d] -> [B, N, d]."""
+    x = self._self_attention_residual(
+        x, lambda y: self.self_attention(y, causal=True, deterministic=deterministic))
+    return self._cross_and_ffn(x, self.memory_key_value(memory), deterministic)
+
+  def memory_key_value(self, memory):
+    """memory: [B, K, d] -> cross-attention (keys, values), each [B, K, H, Dh]."""
+    return self.cross_attention.project_key_value(memory)
+
+  def init_cache(self, batch: int, length: int):
+    """Empty self-attention KV cache, dict(k, v) of zeros [B, length, H, Dh]."""
+    return self.self_attention.init_cache(batch, length)
+
+  def decode_step(self, x, cross_kv, cache, index):
+    """One position, deterministic. x: [B, 1, d] at position `index` -> ([B, 1, d], cache)."""
+    new_cache = {}
+
+    def attend(y):
+      out, cache_out = self.self_attention.decode_step(y, cache, index)
+      new_cache.update(cache_out)
+      return out
+
+    x = self._self_attention_residual(x, attend)
+    return self._cross_and_ffn(x, cross_kv, True), new_cache
+
+
+class DecoderStack(nn.Module):
+  """`num_layers` decoder blocks and the final LayerNorm (params block_i, final_norm)."""
+  d_model: int
+  num_heads: int
+  num_layers: int
+  ffn_dim: int
+  dropout: float
+  impl: str = "xla"
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    # __call__(self, x, memory, deterministic): deterministic (index 3, self = 0) is static.
+    block_cls = nn.remat(DecoderBlock, static_argnums=(3,)) if self.remat else DecoderBlock
+    gain = (3 * self.num_layers) ** -0.5  # STEVE's output-projection gain
+    for i in range(self.num_layers):  # params block_0 .. block_{L-1}
+      setattr(self, f"block_{i}", block_cls(
+          self.d_model, self.num_heads, self.ffn_dim, self.dropout, is_first=(i == 0),
+          out_init_gain=gain, impl=self.impl, dtype=self.dtype))
+    self.final_norm = layer_norm(self.dtype)
+
+  @property
+  def blocks(self):
+    return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
+
+  def __call__(self, x, memory, deterministic: bool):
+    """x: [B, N, d]; memory: [B, K, d] -> [B, N, d]."""
+    for block in self.blocks:
+      x = block(x, memory, deterministic)
+    return self.final_norm(x)
+
+  def memory_key_value(self, memory):
+    """memory: [B, K, d] -> per-block cross-attention (keys, values), each [B, K, H, Dh]."""
+    return [block.memory_key_value(memory) for block in self.blocks]
+
+  def init_cache(self, batch: int, length: int):
+    """Per-block empty KV caches."""
+    return [block.init_cache(batch, length) for block in self.blocks]
+
+  def decode_step(self, x, cross_kvs, caches, index):
+    """x: [B, 1, d] at position `index` -> ([B, 1, d], updated per-block caches)."""
+    new_caches = []
+    for block, cross_kv, cache in zip(self.blocks, cross_kvs, caches):
+      x, cache = block.decode_step(x, cross_kv, cache, index)
+      new_caches.append(cache)
+    return self.final_norm(x), new_caches
+
+
+class SlotMemory(nn.Module):
+  """MLP z_k: D -> hidden (ReLU) -> d_model, one memory token per slot, no position embedding."""
+  hidden: int
+  d_model: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z):
+    # z: [B, K, D] -> [B, K, d]
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype,
+                         kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
+    return nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
+
+
+class LogitsHead(nn.Module):
+  """LayerNorm -> Dense d_model -> vocab (no bias)."""
+  vocab_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    # x: [B, N, d] -> [B, N, V]
+    x = layer_norm(self.dtype, "norm")(x)
+    return nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
+                    kernel_init=xavier_uniform(), name="dense")(x)
+
+
+class TransformerDecoder(nn.Module):
+  """Autoregressive decoder of dVAE tokens conditioned on slots.
+
+  Attributes:
+    vocab_size: V (4096).
+    num_tokens: N, tokens per frame (1024 = 32x32); the position embedding's length.
+    d_model: d (192).
+    num_heads: attention heads (4; head size d / heads).
+    num_layers: decoder blocks (8).
+    ffn_dim: FFN hidden width (768).
+    dropout: dropout on the input stream, attention probabilities, attention and FFN outputs.
+    memory_hidden: hidden width of the slot-memory MLP (config.model.mlp_hidden, 256).
+    impl: attention implementation, "xla" or "einsum".
+    remat: wrap each block's teacher-forcing pass in `nn.remat`.
+    dtype: compute dtype (parameters float32; use `token_cross_entropy` for a float32 loss).
+  """
+  vocab_size: int
+  num_tokens: int
+  d_model: int = 192
+  num_heads: int = 4
+  num_layers: int = 8
+  ffn_dim: int = 768
+  dropout: float = 0.1
+  memory_hidden: int = 256
+  impl: str = "xla"
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
+    d = self.d_model
+    self.slot_memory = SlotMemory(self.memory_hidden, d, dtype=self.dtype)
+    self.token_embedding = nn.Embed(self.vocab_size, d, dtype=self.dtype,
+                                    embedding_init=nn.initializers.normal(1.0))
+    self.bos = self.param("bos", _bos_init, (1, 1, d))
+    self.position_embedding = self.param("position_embedding", _position_init,
+                                         (self.num_tokens, d))
+    self.input_dropout = nn.Dropout(self.dropout)
+    self.input_norm = layer_norm(self.dtype)
+    self.transformer = DecoderStack(d, self.num_heads, self.num_layers, self.ffn_dim,
+                                    self.dropout, impl=self.impl, remat=self.remat,
+                                    dtype=self.dtype)
+    self.logits = LogitsHead(self.vocab_size, dtype=self.dtype)
+
+  def _check_z(self, z):
+    if z.ndim != 3:
+      raise ValueError(f"TransformerDecoder expects slots z [B, K, D], got shape {z.shape}")
+
+  def __call__(self, z, tokens, deterministic: bool = True):
+    """Teacher-forced logits.
+
+    Args:
+      z: [B, K, D] slot latents.
+      tokens: int [B, N] target tokens, N <= num_tokens; position n sees tokens < n only.
+      deterministic: no dropout (otherwise needs the "dropout" rng).
+
+    Returns:
+      logits [B, N, V] (compute dtype) predicting tokens.
+    """
+    self._check_z(z)
+    b, n = tokens.shape
+    if n > self.num_tokens:
+      raise ValueError(f"{n} tokens given, the position embedding holds {self.num_tokens}")
+    memory = self.slot_memory(z)  # [B, K, d]
+    bos = jnp.broadcast_to(self.bos.astype(memory.dtype), (b, 1, self.d_model))  # [B, 1, d]
+    previous = self.token_embedding(tokens[:, :-1])  # [B, N-1, d]
+    x = jnp.concatenate([bos, previous.astype(bos.dtype)], axis=1)  # [B, N, d]
+    x = x + self.position_embedding[None, :n].astype(x.dtype)  # [B, N, d]
+    x = self.input_norm(self.input_dropout(x, deterministic=deterministic))
+    x = self.transformer(x, memory, deterministic)  # [B, N, d]
+    return self.logits(x)  # [B, N, V]
+
+  def _decode_step(self, previous, index, cross_kvs, caches):
+    """Logits of position `index` given the token at index - 1 (ignored at index 0: BOS).
+
+    previous: int [B]; returns (logits [B, V], caches).
+    """
+    b = previous.shape[0]
+    emb = self.token_embedding(previous)[:, None]  # [B, 1, d]
+    bos = jnp.broadcast_to(self.bos.astype(emb.dtype), emb.shape)  # [B, 1, d]
+    x = jnp.where(index == 0, bos, emb)  # [B, 1, d]
+    pos = jax.lax.dynamic_slice_in_dim(self.position_embedding, index, 1, axis=0)  # [1, d]
+    x = self.input_norm(x + pos[None].astype(x.dtype))  # [B, 1, d]
+    x, caches = self.transformer.decode_step(x, cross_kvs, caches, index)  # [B, 1, d]
+    return self.logits(x)[:, 0].reshape(b, self.vocab_size), caches  # [B, V]
+
+  def greedy_decode(self, z):
+    """Greedy autoregressive decoding of all `num_tokens` tokens (deterministic, KV cache).
+
+    One `lax.while_loop` (lifted with `nn.while_loop`) over positions; compiles once.
+
+    Args:
+      z: [B, K, D] slot latents.
+
+    Returns:
+      int32 [B, num_tokens] tokens.
+    """
+    self._check_z(z)
+    b = z.shape[0]
+    memory = self.slot_memory(z)  # [B, K, d]
+    cross_kvs = self.transformer.memory_key_value(memory)  # per block [B, K, H, Dh] x 2
+    caches = self.transformer.init_cache(b, self.num_tokens)  # per block [B, N, H, Dh] x 2
+    tokens = jnp.zeros((b, self.num_tokens), jnp.int32)  # [B, N]
+
+    def cond_fn(mdl, carry):
+      return carry[0] < self.num_tokens
+
+    def body_fn(mdl, carry):
+      index, tokens, caches = carry
+      previous = jax.lax.dynamic_index_in_dim(tokens, jnp.maximum(index - 1, 0), axis=1,
+                                              keepdims=False)  # [B]
+      logits, caches = mdl._decode_step(previous, index, cross_kvs, caches)  # [B, V]
+      token = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B]
+      tokens = jax.lax.dynamic_update_slice_in_dim(tokens, token[:, None], index, axis=1)
+      return index + 1, tokens, caches
+
+    init = (jnp.array(0, jnp.int32), tokens, caches)
+    _, tokens, _ = nn.while_loop(cond_fn, body_fn, self, init)
+    return tokens

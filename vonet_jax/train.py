@@ -1,0 +1,176 @@
+"""The training loop: replay collection, sharded updates, summaries, checkpoints, evaluation.
+
+`train_and_evaluate(config, workdir)` is what `python -m vonet_jax.main` runs; it can be called
+from a notebook too. It reads top to bottom: set up devices and data, restore, then one loop in
+which each iteration (1) advances the replay workers with the current parameters, (2) once the
+buffer holds `config.replay.initial_frames` frames, samples segments and makes one update,
+(3) writes summaries, evaluates and checkpoints on schedule.
+"""
+import signal
+import time
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+
+from vonet_jax import (checkpointing, data, evaluate, optim, schedules, sharding, summaries,
+                       train_step)
+from vonet_jax.config_validation import validate_config
+from vonet_jax.errors import UserError
+from vonet_jax.replay import ReplayBuffer, VideoWorkers
+
+
+class _Preempted:
+  """SIGTERM sets a flag; the loop saves a checkpoint at the next iteration and stops."""
+
+  def __init__(self):
+    self.requested = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. some notebook runners): no handler
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+
+def _host_rng(config, iteration: int, purpose: int) -> np.random.Generator:
+  """Stateless host randomness: a function of (seed, process, iteration), so resume is exact."""
+  return np.random.default_rng([config.seed, jax.process_index(), iteration, purpose])
+
+
+class ReplayCollector:
+  """The replay workers, their trajectory latents and the buffer of this process."""
+
+  def __init__(self, config, mesh, videos_consumed: int = 0):
+    r, m = config.replay, config.model
+    res = config.data.resolution
+    self.config = config
+    self.mesh = mesh
+    self.workers = VideoWorkers(data.train_videos(config, start=videos_consumed),
+                                r.num_workers, config.data.num_frames, (res, res, 3))
+    self.buffer = ReplayBuffer(r.num_workers, r.capacity_per_worker, (res, res, 3),
+                               (m.num_slots, m.slot_size), config.train.segment_length)
+    self.state = np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32)  # r [W, K, D]
+    self._collect = train_step.make_collect_step(config, mesh)
+
+  def collect(self, variables, rng):
+    """Advances every worker frames_per_iteration frames and stores the steps."""
+    frames, index = self.workers.next_frames(self.config.replay.frames_per_iteration)
+    inputs = sharding.global_batch(self.mesh, (frames, self.state, index == 0))
+    r_last, r_in = sharding.to_host(self._collect(variables, *inputs, rng))
+    self.buffer.add(frames, r_in, index)
+    self.state = r_last
+
+  def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
+    """Segments for one update; 'first' marks where the unroll resets to fresh slots."""
+    batch = self.buffer.sample(batch_size, rng)
+    first = batch["frame_index"] == 0
+    if not self.config.replay.enabled:  # ablation wo-Replay: fresh slots at every segment
+      first[:, 0] = True
+    return dict(frames=batch["frames"], state=batch["state"], frame_index=batch["frame_index"],
+                first=first)
+
+  def state_dict(self) -> dict:
+    return dict(buffer=self.buffer.state_dict(), workers=self.workers.state_dict(),
+                worker_state=self.state)
+
+  def load_state_dict(self, d: dict):
+    self.buffer.load_state_dict(d["buffer"])
+    self.workers.load_state_dict(d["workers"])
+    self.state = np.asarray(d["worker_state"], np.float32)
+
+
+def _host_state(collector: ReplayCollector, iteration: int) -> dict:
+  return dict(collector.state_dict(), iteration=np.asarray(iteration, np.int64))
+
+
+def _check_finite(metrics: dict, iteration: int, checkpointer) -> None:
+  loss = float(metrics["loss"])
+  if not np.isfinite(loss):
+    raise UserError(
+        f"non-finite loss ({loss}) at iteration {iteration}; training stopped, the last good "
+        f"checkpoint (step {checkpointer.latest_step()}) is kept; lower the learning rates or "
+        "check the data")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (resuming from workdir/checkpoints when present); returns the final summary."""
+  # --- Set up devices, model and optimiser ------------------------------------------------------
+  validate_config(config, jax.device_count())
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = sharding.make_mesh()
+  process_batch = config.train.batch_size // jax.process_count()
+  optimizer = optim.make_optimizer(config)
+  state = train_step.init_train_state(config, jax.random.key(config.seed), optimizer)
+  state = sharding.replicate(mesh, state)
+  update = train_step.make_train_step(config, optimizer, mesh)
+  first_update = schedules.first_training_iteration(config)
+
+  # --- Restore from the latest good checkpoint --------------------------------------------------
+  checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", config.checkpoints_to_keep)
+  template = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  restored = checkpointer.restore(train_state_template=template)
+  iteration, videos_consumed = 0, 0
+  if restored is not None:
+    host = restored.host_state
+    iteration = int(host["iteration"])
+    videos_consumed = int(host["workers"]["videos_consumed"])
+    state = restored.train_state
+    logging.info("Restored checkpoint of iteration %d.", iteration)
+  collector = ReplayCollector(config, mesh, videos_consumed)
+  if restored is not None:
+    collector.load_state_dict(restored.host_state)
+
+  # --- Summaries --------------------------------------------------------------------------------
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if iteration == 0:
+    writer.write_hparams(summaries.flat_hparams(config))
+  progress = periodic_actions.ReportProgress(num_train_steps=config.train.num_iterations,
+                                             writer=writer)
+  pictures = summaries.TrainingPictures(config, mesh)
+  preempted = _Preempted()
+  key = jax.random.key(config.seed + 1)
+  picture_key = jax.random.key(config.seed + 2)
+  last_metrics: dict[str, Any] = {}
+  eval_summary: Optional[dict] = None
+  logging.info("Training from iteration %d to %d (updates start at %d).", iteration,
+               config.train.num_iterations, first_update)
+
+  # --- Loop ---------------------------------------------------------------------------------------
+  while iteration < config.train.num_iterations:
+    variables = dict(params=state.params, batch_stats=state.batch_stats)
+    collector.collect(variables, jax.random.fold_in(key, iteration))
+    iteration += 1
+    if collector.buffer.ready(config.replay.initial_frames):
+      local = collector.sample(process_batch, _host_rng(config, iteration, 0))
+      batch = sharding.global_batch(mesh, local)
+      state, metrics = update(state, batch, sharding.replicate(mesh, np.int32(iteration)))
+      last_metrics = sharding.to_host(metrics)
+      _check_finite(last_metrics, iteration, checkpointer)
+      if iteration % config.log_scalars_every == 0:
+        scalars = dict(last_metrics, replay_fill=collector.buffer.num_steps)
+        writer.write_scalars(iteration, summaries.scalar_dict(scalars))
+      if iteration % config.log_images_every == 0:
+        pictures.write(writer, iteration, state, batch, local, jax.random.fold_in(picture_key, iteration))
+    progress(iteration)
+    if config.eval.every and iteration % config.eval.every == 0:
+      eval_summary = evaluate.evaluate_state(config, state, mesh, writer, iteration,
+                                             num_videos=config.eval.periodic_num_videos)
+    if (iteration % config.checkpoint_every == 0 or preempted.requested
+        or iteration == config.train.num_iterations):
+      checkpointer.save(iteration, state, _host_state(collector, iteration))
+      checkpointer.wait()  # the buffer's arrays are views: finish writing before the next add
+      if preempted.requested:
+        logging.warning("SIGTERM: saved the checkpoint of iteration %d; stopping.", iteration)
+        break
+  writer.flush()
+  checkpointer.close()
+  return dict(iteration=iteration, metrics=last_metrics, eval=eval_summary)
