@@ -152,8 +152,8 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def restore(self, step: Optional[int] = None, *, train_state_template: Any,
-              host_state_template: Optional[Mapping[str, Any]] = None
-              ) -> Optional[RestoredCheckpoint]:
+              host_state_template: Optional[Mapping[str, Any]] = None,
+              restore_host_state: bool = True) -> Optional[RestoredCheckpoint]:
     """Restores `step`, or the newest good step, into the templates' structure and shardings.
 
     Args:
@@ -165,6 +165,8 @@ class Checkpointer:
       host_state_template: optional dict like the saved host state (numpy arrays or
         ShapeDtypeStructs); only used to check shapes and dtypes. The host state is returned
         as saved: nested dicts of numpy arrays.
+      restore_host_state: False skips reading the host arrays (e.g. for evaluation);
+        `host_state` is then None. Commit markers and metadata of both items are still checked.
 
     Returns:
       A `RestoredCheckpoint`, or None when `step` is None and there is no checkpoint at all.
@@ -182,7 +184,8 @@ class Checkpointer:
         raise UserError(f"checkpoint step {step} not found in {self._directory} (available: "
                         f"{steps}); pass one of those steps or omit it to restore the latest.")
       try:
-        return self._restore_step(step, train_state_template, host_state_template)
+        return self._restore_step(step, train_state_template, host_state_template,
+                                  restore_host_state)
       except _CorruptCheckpoint as e:
         raise UserError(f"checkpoint step {step} in {self._directory} is corrupt ({e}); restore "
                         "another step or omit it to restore the newest good one.") from None
@@ -191,7 +194,8 @@ class Checkpointer:
     skipped = []
     for candidate in reversed(steps):
       try:
-        restored = self._restore_step(candidate, train_state_template, host_state_template)
+        restored = self._restore_step(candidate, train_state_template, host_state_template,
+                                      restore_host_state)
       except _CorruptCheckpoint as e:
         logging.warning("Checkpoint step %d in %s is corrupt (%s); falling back to an older "
                         "step.", candidate, self._directory, e)
@@ -219,7 +223,8 @@ class Checkpointer:
     return self._directory / str(step)
 
   def _restore_step(self, step: int, train_state_template: Any,
-                    host_state_template: Optional[Mapping[str, Any]]) -> RestoredCheckpoint:
+                    host_state_template: Optional[Mapping[str, Any]],
+                    restore_host_state: bool) -> RestoredCheckpoint:
     """Validates and restores one step; raises `_CorruptCheckpoint` or `UserError`."""
     _check_committed(self._step_dir(step))
     try:
@@ -236,16 +241,17 @@ class Checkpointer:
                                                                   else "")
       raise UserError(f"checkpoint step {step} in {self._directory} was written by a different "
                       f"config: {listed}; use a fresh --workdir or the config that wrote it.")
-    args = ocp.args.Composite(**{
-        TRAIN_STATE: ocp.args.StandardRestore(_abstract(train_state_template)),
-        HOST_STATE: ocp.args.StandardRestore(None)})
+    items = {TRAIN_STATE: ocp.args.StandardRestore(_abstract(train_state_template))}
+    if restore_host_state:
+      items[HOST_STATE] = ocp.args.StandardRestore(None)
     try:
-      restored = self._manager.restore(step, args=args)
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except
       if _is_data_error(e):
         raise _CorruptCheckpoint(f"unreadable data: {_one_line(e)}") from e
       raise
-    return RestoredCheckpoint(step, restored[TRAIN_STATE], restored[HOST_STATE])
+    host_state = restored[HOST_STATE] if restore_host_state else None
+    return RestoredCheckpoint(step, restored[TRAIN_STATE], host_state)
 
   def _quarantine(self, steps: Sequence[int]) -> None:
     """Renames corrupt step directories to `<step>.corrupt[.N]` (primary host), then syncs."""

@@ -166,9 +166,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                              num_videos=config.eval.periodic_num_videos)
     if (iteration % config.checkpoint_every == 0 or preempted.requested
         or iteration == config.train.num_iterations):
-      checkpointer.save(iteration, state, _host_state(collector, iteration))
-      checkpointer.wait()  # the buffer's arrays are views: finish writing before the next add
+      # Orbax copies the host arrays (the buffer's views) before save returns; the write goes
+      # on in the background while training continues.
+      checkpointer.save(iteration, state, _host_state(collector, iteration), force=True)
       if preempted.requested:
+        checkpointer.wait()
         logging.warning("SIGTERM: saved the checkpoint of iteration %d; stopping.", iteration)
         break
   writer.flush()

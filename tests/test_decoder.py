@@ -1,0 +1,122 @@
+"""Tests of vonet_jax.models.decoder: parameter counts, causality, greedy decoding, loss."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vonet_jax.models.decoder import TransformerDecoder, token_cross_entropy
+
+
+def count_params(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_full_size_param_counts():
+  # SPEC.md section 7 and the full config: V 4096, N 1024, d 192, 4 heads, 8 layers, FFN 768.
+  model = TransformerDecoder(vocab_size=4096, num_tokens=1024, d_model=192, num_heads=4,
+                             num_layers=8, ffn_dim=768, dropout=0.1, memory_hidden=256)
+  params = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((2, 11, 128), jnp.float32),
+                          jax.ShapeDtypeStruct((2, 1024), jnp.int32))["params"]
+  counts = {name: count_params(tree) for name, tree in params.items()}
+  assert counts == {
+      "transformer": 4_735_872,
+      "token_embedding": 786_432,
+      "logits": 786_816,
+      "slot_memory": 82_368,
+      "bos": 192,
+      "position_embedding": 196_608,
+      "input_norm": 384,
+  }
+  assert set(params["transformer"]) == {f"block_{i}" for i in range(8)} | {"final_norm"}
+
+
+def _tiny(**overrides):
+  kwargs = dict(vocab_size=11, num_tokens=9, d_model=16, num_heads=2, num_layers=2, ffn_dim=32,
+                dropout=0.1, memory_hidden=8)
+  kwargs.update(overrides)
+  model = TransformerDecoder(**kwargs)
+  z = jax.random.normal(jax.random.key(0), (2, 3, 5))  # [B, K, D]
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 11)  # [B, N]
+  params = model.init(jax.random.key(2), z, tokens)
+  return model, z, tokens, params
+
+
+def test_teacher_forcing_shape_and_causality():
+  model, z, tokens, params = _tiny()
+  apply = jax.jit(functools.partial(model.apply, params))
+  logits = apply(z, tokens)
+  assert logits.shape == (2, 9, 11)
+  for j in (0, 4, 8):
+    changed = tokens.at[:, j].set((tokens[:, j] + 1) % 11)
+    other = apply(z, changed)
+    # Position n predicts token n from tokens < n: token j affects positions > j only.
+    np.testing.assert_allclose(other[:, :j + 1], logits[:, :j + 1], rtol=1e-6, atol=1e-6)
+    if j < 8:
+      assert not np.allclose(other[:, j + 1:], logits[:, j + 1:])
+
+
+def test_slots_condition_every_position():
+  model, z, tokens, params = _tiny()
+  logits = model.apply(params, z, tokens)
+  other = model.apply(params, z.at[:, 1].add(1.0), tokens)
+  assert not np.any(np.all(np.isclose(other, logits), axis=-1))
+
+
+def _teacher_forced_argmax(model, params, z):
+  apply = jax.jit(functools.partial(model.apply, params))
+  tokens = jnp.zeros((z.shape[0], model.num_tokens), jnp.int32)
+  for n in range(model.num_tokens):
+    tokens = tokens.at[:, n].set(jnp.argmax(apply(z, tokens)[:, n], axis=-1))
+  return tokens
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(impl="einsum", remat=True)])
+def test_greedy_decode_equals_repeated_teacher_forcing(overrides):
+  model, z, _, params = _tiny(**overrides)
+  greedy = jax.jit(lambda p, z: model.apply(p, z, method=TransformerDecoder.greedy_decode))
+  tokens = greedy(params, z)
+  assert tokens.shape == (2, 9) and tokens.dtype == jnp.int32
+  np.testing.assert_array_equal(tokens, _teacher_forced_argmax(model, params, z))
+
+
+def test_greedy_decode_is_one_loop():
+  model, z, _, params = _tiny()
+  jaxpr = jax.make_jaxpr(
+      lambda p, z: model.apply(p, z, method=TransformerDecoder.greedy_decode))(params, z)
+  assert [e.primitive.name for e in jaxpr.eqns].count("while") == 1
+
+
+def test_dropout_only_when_not_deterministic():
+  model, z, tokens, params = _tiny()
+  rngs = {"dropout": jax.random.key(5)}
+  eval_logits = model.apply(params, z, tokens)
+  np.testing.assert_array_equal(eval_logits, model.apply(params, z, tokens, True, rngs=rngs))
+  train_logits = model.apply(params, z, tokens, False, rngs=rngs)
+  assert not np.allclose(train_logits, eval_logits)
+  remat = _tiny(remat=True)[0]
+  np.testing.assert_allclose(remat.apply(params, z, tokens, False, rngs=rngs), train_logits,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_token_cross_entropy():
+  logits = jax.random.normal(jax.random.key(0), (2, 5, 7))
+  tokens = jax.random.randint(jax.random.key(1), (2, 5), 0, 7)
+  reference = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                                  np.asarray(tokens)[..., None], -1)[..., 0].sum(-1)
+  np.testing.assert_allclose(token_cross_entropy(logits, tokens), reference, rtol=1e-5)
+  np.testing.assert_allclose(
+      token_cross_entropy(logits.astype(jnp.bfloat16), tokens),
+      optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.bfloat16).astype(jnp.float32), tokens).sum(-1), rtol=1e-6)
+
+
+def test_bad_shapes_are_rejected():
+  model, z, tokens, params = _tiny()
+  with pytest.raises(ValueError, match="position embedding"):
+    model.apply(params, z, jnp.zeros((2, 10), jnp.int32))
+  with pytest.raises(ValueError, match=r"\[B, K, D\]"):
+    model.apply(params, z[0], tokens)
