@@ -35,13 +35,14 @@ def test_full_size_param_counts():
 
 
 def _tiny(**overrides):
+  """A tiny decoder (same parameter tree whatever the overrides), slots, tokens, parameters."""
   kwargs = dict(vocab_size=11, num_tokens=9, d_model=16, num_heads=2, num_layers=2, ffn_dim=32,
                 dropout=0.1, memory_hidden=8)
   kwargs.update(overrides)
   model = TransformerDecoder(**kwargs)
   z = jax.random.normal(jax.random.key(0), (2, 3, 5))  # [B, K, D]
   tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 11)  # [B, N]
-  params = model.init(jax.random.key(2), z, tokens)
+  params = jax.jit(model.init)(jax.random.key(2), z, tokens)
   return model, z, tokens, params
 
 
@@ -57,12 +58,8 @@ def test_teacher_forcing_shape_and_causality():
     np.testing.assert_allclose(other[:, :j + 1], logits[:, :j + 1], rtol=1e-6, atol=1e-6)
     if j < 8:
       assert not np.allclose(other[:, j + 1:], logits[:, j + 1:])
-
-
-def test_slots_condition_every_position():
-  model, z, tokens, params = _tiny()
-  logits = model.apply(params, z, tokens)
-  other = model.apply(params, z.at[:, 1].add(1.0), tokens)
+  # The slots condition every position.
+  other = apply(z.at[:, 1].add(1.0), tokens)
   assert not np.any(np.all(np.isclose(other, logits), axis=-1))
 
 
@@ -92,14 +89,18 @@ def test_greedy_decode_is_one_loop():
 
 def test_dropout_only_when_not_deterministic():
   model, z, tokens, params = _tiny()
-  rngs = {"dropout": jax.random.key(5)}
-  eval_logits = model.apply(params, z, tokens)
-  np.testing.assert_array_equal(eval_logits, model.apply(params, z, tokens, True, rngs=rngs))
-  train_logits = model.apply(params, z, tokens, False, rngs=rngs)
+  remat = model.clone(remat=True)
+
+  @functools.partial(jax.jit, static_argnums=(0, 1))
+  def apply(model, deterministic, rng):
+    return model.apply(params, z, tokens, deterministic, rngs={"dropout": rng})
+
+  rng = jax.random.key(5)
+  eval_logits = apply(model, True, rng)
+  train_logits = apply(model, False, rng)
   assert not np.allclose(train_logits, eval_logits)
-  remat = _tiny(remat=True)[0]
-  np.testing.assert_allclose(remat.apply(params, z, tokens, False, rngs=rngs), train_logits,
-                             rtol=1e-5, atol=1e-5)
+  assert not np.allclose(train_logits, apply(model, False, jax.random.key(6)))
+  np.testing.assert_allclose(apply(remat, False, rng), train_logits, rtol=1e-5, atol=1e-5)
 
 
 def test_token_cross_entropy():

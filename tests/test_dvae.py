@@ -1,4 +1,6 @@
 """Tests of vonet_jax.models.dvae: parameter counts, pixel-shuffle order, tokens, shapes."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,66 +37,59 @@ def test_pixel_shuffle_matches_pytorch_order():
   np.testing.assert_array_equal(dvae.pixel_shuffle(jnp.asarray(x), r), reference)
 
 
-def _tiny():
+@pytest.fixture(scope="module")
+def tiny():
+  """A tiny dVAE (vocabulary 16, hidden 8), 16x16 images, parameters."""
   model = DVAE(vocab_size=16, hidden=8)
-  images = jax.random.uniform(jax.random.key(0), (2, 16, 12, 3))
-  params = model.init(jax.random.key(1), images, 1.0, jax.random.key(2))
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  params = jax.jit(model.init)(jax.random.key(1), images, 1.0, jax.random.key(2))
   return model, images, params
 
 
-def test_shapes_and_loss():
-  model, images, params = _tiny()
-  out = model.apply(params, images, 0.5, jax.random.key(3))
-  assert out["recon"].shape == (2, 16, 12, 3)
-  assert out["log_probs"].shape == (2, 4, 3, 16)
-  assert out["tokens"].shape == (2, 12) and out["tokens"].dtype == jnp.int32
+def test_forward_shapes_loss_and_tokens(tiny):
+  model, images, params = tiny
+  rng, tau = jax.random.key(4), 0.7
+  out = jax.jit(model.apply)(params, images, tau, rng)
+  assert out["recon"].shape == (2, 16, 16, 3)
+  assert out["log_probs"].shape == (2, 4, 4, 16)
+  assert out["tokens"].shape == (2, 16) and out["tokens"].dtype == jnp.int32
   assert out["mse"].shape == (2,)
   np.testing.assert_allclose(out["mse"], np.sum((out["recon"] - images) ** 2, axis=(1, 2, 3)),
                              rtol=1e-5)
   np.testing.assert_allclose(jnp.exp(out["log_probs"]).sum(-1), 1.0, rtol=1e-5)
-
-
-def test_tokens_are_argmax_of_the_relaxed_sample():
-  model, images, params = _tiny()
-  rng, tau = jax.random.key(4), 0.7
-  out = model.apply(params, images, tau, rng)
-  log_probs = model.apply(params, images, method=DVAE.encode)
-  np.testing.assert_allclose(log_probs, out["log_probs"], rtol=1e-6)
-  gumbel = jax.random.gumbel(rng, log_probs.shape)
-  relaxed = jax.nn.softmax((log_probs + gumbel) / tau, axis=-1)
+  # Tokens are the argmax of the same relaxed sample that is decoded.
+  log_probs = out["log_probs"]
+  relaxed = jax.nn.softmax((log_probs + jax.random.gumbel(rng, log_probs.shape)) / tau, axis=-1)
   np.testing.assert_array_equal(out["tokens"], jnp.argmax(relaxed, -1).reshape(2, -1))
-  recon = model.apply(params, relaxed, method=DVAE.decode)
-  np.testing.assert_allclose(out["recon"], recon, rtol=1e-5, atol=1e-6)
-
-
-def test_decode_tokens_is_decoding_hard_one_hot():
-  model = DVAE(vocab_size=16, hidden=8)
-  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
-  params = model.init(jax.random.key(1), images, 1.0, jax.random.key(2))
-  tokens = jax.random.randint(jax.random.key(3), (2, 16), 0, 16)
-  pictures = model.apply(params, tokens, method=DVAE.decode_tokens)
+  decode = jax.jit(functools.partial(model.apply, method=DVAE.decode))
+  np.testing.assert_allclose(out["recon"], decode(params, relaxed), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(model.apply(params, images, method=DVAE.encode), log_probs,
+                             rtol=1e-5, atol=1e-6)
+  # decode_tokens decodes the hard one-hot of the tokens.
+  pictures = jax.jit(functools.partial(model.apply, method=DVAE.decode_tokens))(
+      params, out["tokens"])
   assert pictures.shape == (2, 16, 16, 3)
-  one_hot = jax.nn.one_hot(tokens.reshape(2, 4, 4), 16)
-  np.testing.assert_allclose(pictures, model.apply(params, one_hot, method=DVAE.decode),
-                             rtol=1e-6)
+  one_hot = jax.nn.one_hot(out["tokens"].reshape(2, 4, 4), 16)
+  np.testing.assert_allclose(pictures, decode(params, one_hot), rtol=1e-5, atol=1e-6)
 
 
-def test_relu_before_log_softmax_flag():
-  images = jax.random.uniform(jax.random.key(0), (1, 8, 8, 3))
-  with_relu, without = DVAE(16, 8), DVAE(16, 8, relu_before_log_softmax=False)
-  params = with_relu.init(jax.random.key(1), images, 1.0, jax.random.key(2))
+def test_relu_before_log_softmax_flag_on_non_square_images(tiny):
+  with_relu, _, params = tiny
+  without = with_relu.clone(relu_before_log_softmax=False)
+  images = jax.random.uniform(jax.random.key(0), (1, 8, 12, 3))
   lp_relu, state = with_relu.apply(params, images, method=DVAE.encode,
                                    capture_intermediates=lambda m, _: m.name == "vocab")
-  logits = state["intermediates"]["encoder"]["vocab"]["__call__"][0]  # [1, 2, 2, 16]
+  logits = state["intermediates"]["encoder"]["vocab"]["__call__"][0]  # [1, 2, 3, 16]
   assert float(logits.min()) < 0  # so that the flag matters
   lp_plain = without.apply(params, images, method=DVAE.encode)
   np.testing.assert_allclose(lp_relu, jax.nn.log_softmax(jax.nn.relu(logits)), rtol=1e-5)
   np.testing.assert_allclose(lp_plain, jax.nn.log_softmax(logits), rtol=1e-5)
 
 
-def test_reconstruction_gradient_reaches_the_encoder():
-  model, images, params = _tiny()
-  grads = jax.grad(lambda p: model.apply(p, images, 1.0, jax.random.key(5))["mse"].sum())(params)
+def test_reconstruction_gradient_reaches_the_encoder(tiny):
+  model, images, params = tiny
+  loss = lambda p: model.apply(p, images, 1.0, jax.random.key(5))["mse"].sum()
+  grads = jax.jit(jax.grad(loss))(params)
   assert float(jnp.abs(grads["params"]["encoder"]["vocab"]["kernel"]).sum()) > 0
 
 

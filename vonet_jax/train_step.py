@@ -44,7 +44,8 @@ def init_train_state(config, rng, optimizer: optax.GradientTransformation) -> Tr
   init_rng, state_rng = jax.random.split(rng)
   variables = init_variables(config, init_rng)
   return TrainState(params=variables["params"], batch_stats=variables["batch_stats"],
-                    opt_state=optimizer.init(variables["params"]), rng=state_rng)
+                    opt_state=optimizer.init(variables["params"]),
+                    rng=jax.random.key_data(state_rng))
 
 
 def segment_loss(config, model: VONet, params, batch_stats, batch, iteration, rng):

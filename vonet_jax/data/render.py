@@ -3,10 +3,20 @@
 The camera is Kubric's MOVi-A "clevr" camera: a 35 mm lens on a 32 mm sensor (49.1 degree field
 of view), placed at (7.48113, -6.50764, 5.34367) plus a uniform [0, 1)^3 jitter per video, looking
 at the origin with +z up. One directional light comes from behind the camera's right shoulder
-(shadows of the MOVi-A key light fall towards the camera's lower left). TinyRenderer's own shadow
-map is unusable here (no cast shadows, and bands across a large floor), so `simulate.py` draws
-contact shadows as flat dark discs instead.
+(shadows of the MOVi-A key light fall towards the camera's lower left).
 
+The floor is not drawn by TinyRenderer in every frame. Under a directional light TinyRenderer
+shades a plane with one constant colour (its shader has no view-dependent term), so
+`plane_color` asks TinyRenderer for the floor's colour once per video, and `floor_image`
+paints it, with shadows, behind the bodies TinyRenderer draws. Why: TinyRenderer's cost is about
+0.35 ms per body per 128x128 frame plus the pixels it shades (a full-screen floor: 3-4 ms of a
+5 ms frame), and its own shadow map is unusable here (it casts no object shadows and puts bands
+across a large floor). Shadows are analytic soft shadows of each object's bounding sphere cast
+by the directional light onto the floor plane (exact for spheres, rounded for cubes and
+cylinders), computed per floor pixel with numpy.
+
+TinyRenderer ignores per-object specular colours: all objects share the light's ambient, diffuse
+and specular coefficients below, so metal and rubber differ in physics only.
 TinyRenderer ignores per-object specular colours: all objects share the light's ambient, diffuse
 and specular coefficients below, so metal and rubber differ in physics only.
 """
@@ -26,6 +36,8 @@ _LIGHT_RIGHT, _LIGHT_BACK, _LIGHT_UP = 0.8, 0.35, 1.6
 LIGHT_AMBIENT = 0.55
 LIGHT_DIFFUSE = 0.5
 LIGHT_SPECULAR = 0.08
+SHADOW_DARKNESS = 0.45   # a fully shadowed floor pixel keeps 55% of its colour
+SHADOW_SOFTNESS = 0.35   # penumbra width, as a fraction of the occluder's radius
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +61,23 @@ class Camera:
     rotation = np.stack([right, up, -forward], axis=1)  # columns: camera x, y, z in world
     return _matrix_to_quaternion(rotation).astype(np.float32)
 
+  def floor_coordinates(self, resolution: int) -> np.ndarray:
+    """float32[H, W, 2]: world (x, y) where each pixel centre's ray meets the floor z = 0.
+
+    Pixels whose ray does not go down (none, for the MOVi-A camera) get NaN.
+    """
+    forward = -self.position / np.linalg.norm(self.position)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    ndc = (np.arange(resolution) + 0.5) / resolution * 2.0 - 1.0
+    half_width = np.tan(FIELD_OF_VIEW / 2.0)
+    rays = (forward[None, None, :] + half_width * ndc[None, :, None] * right
+            - half_width * ndc[:, None, None] * up)  # rows go down the image
+    with np.errstate(divide="ignore", invalid="ignore"):
+      distance = np.where(rays[..., 2] < 0, -self.position[2] / rays[..., 2], np.nan)
+    return (self.position[:2] + distance[..., None] * rays[..., :2]).astype(np.float32)
+
 
 def sample_camera(rng: np.random.Generator) -> Camera:
   """The MOVi-A camera: base position plus uniform [0, 1)^3 jitter, and its light."""
@@ -60,13 +89,64 @@ def sample_camera(rng: np.random.Generator) -> Camera:
   return Camera(position=position, light_direction=light / np.linalg.norm(light))
 
 
-def render_frame(client: int, camera: Camera, resolution: int):
+def plane_color(client: int, camera: Camera, rgba) -> np.ndarray:
+  """uint8[3]: the colour TinyRenderer gives an upward-facing plane of colour `rgba`.
+
+  Renders a large horizontal quad alone (call it before adding other bodies) at 4x4 pixels and
+  removes it again. The camera must look down onto the plane z = 0.
+  """
+  half = 200.0
+  visual = pybullet.createVisualShape(
+      pybullet.GEOM_MESH, vertices=[[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0],
+                                    [-half, half, 0.0]],
+      indices=[0, 1, 2, 0, 2, 3], normals=[[0.0, 0.0, 1.0]] * 4,
+      uvs=[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], rgbaColor=list(rgba),
+      physicsClientId=client)
+  body = pybullet.createMultiBody(0.0, -1, visual, physicsClientId=client)
+  rgb, body_ids = render_frame(client, camera, 4, background=np.zeros(3, np.uint8))
+  pybullet.removeBody(body, physicsClientId=client)
+  if not (body_ids == body).all():
+    raise RuntimeError("the floor plane does not fill the view of the camera")
+  return rgb[0, 0].copy()
+
+
+def floor_image(floor_xy: np.ndarray, floor_rgb: np.ndarray, centres: np.ndarray,
+                radii: np.ndarray, light_direction: np.ndarray) -> np.ndarray:
+  """The floor with the soft shadows of spheres, as seen by the camera.
+
+  Args:
+    floor_xy: float32[H, W, 2], `Camera.floor_coordinates`.
+    floor_rgb: uint8[3], the lit floor colour (`plane_color`).
+    centres: float[N, 3], occluder centres; radii: float[N], their radii.
+    light_direction: float[3], unit vector towards the light.
+
+  Returns:
+    uint8[H, W, 3].
+  """
+  light = np.asarray(light_direction, np.float32)
+  shade = np.zeros(floor_xy.shape[:2], np.float32)
+  for centre, radius in zip(np.asarray(centres, np.float32), np.asarray(radii, np.float32)):
+    dx = centre[0] - floor_xy[..., 0]
+    dy = centre[1] - floor_xy[..., 1]
+    along = dx * light[0] + dy * light[1] + centre[2] * light[2]  # towards the light
+    across_sq = dx * dx + dy * dy + centre[2] * centre[2] - along * along
+    across = np.sqrt(np.maximum(across_sq, 0.0))
+    penumbra = SHADOW_SOFTNESS * radius
+    inside = np.clip((radius + 0.5 * penumbra - across) / penumbra, 0.0, 1.0)
+    np.maximum(shade, np.where(along > 0, inside, 0.0), out=shade)
+  factor = 1.0 - SHADOW_DARKNESS * np.nan_to_num(shade)
+  rgb = np.asarray(floor_rgb, np.float32) * factor[..., None]
+  return np.round(rgb).astype(np.uint8)
+
+
+def render_frame(client: int, camera: Camera, resolution: int, background: np.ndarray):
   """Renders the current state of a PyBullet world with TinyRenderer.
 
   Args:
     client: PyBullet physics client id (DIRECT mode is enough).
     camera: where to look from.
     resolution: output height = width in pixels.
+    background: uint8[3] or uint8[H, W, 3], what pixels hit by no body show (the floor).
 
   Returns:
     rgb: uint8[H, W, 3].
@@ -85,9 +165,10 @@ def render_frame(client: int, camera: Camera, resolution: int):
       lightSpecularCoeff=LIGHT_SPECULAR, shadow=0, renderer=pybullet.ER_TINY_RENDERER,
       physicsClientId=client)
   rgb = np.asarray(rgba, np.uint8).reshape(resolution, resolution, 4)[..., :3]
-  segmentation = np.asarray(segmentation, np.int32).reshape(resolution, resolution)
   # Bodies without links: the mask holds the body id itself (-1 where no body is hit).
-  return np.ascontiguousarray(rgb), segmentation
+  segmentation = np.asarray(segmentation, np.int32).reshape(resolution, resolution)
+  rgb = np.where((segmentation < 0)[..., None], background, rgb)
+  return rgb, segmentation
 
 
 def _matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:

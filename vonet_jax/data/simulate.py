@@ -9,11 +9,11 @@ Scene (Kubric's `movi_ab_worker.py` with `--objects_set=clevr`, re-implemented):
     [-5, 5] x [-5, 5] x [1, 5] (its rotated bounding box inside the region), re-drawn up to 100
     times until it overlaps no earlier object (an object that still overlaps is left out), and an
     initial velocity U([-4, -4, 0], [4, 4, 0]) - (x, y, 0): towards the scene centre.
-  * A large grey floor (friction 0.3, restitution 0.5). Gravity 10 m/s^2 along -z.
+  * A large grey floor (friction 0.3, restitution 0.5), drawn as in `render.py`. Gravity 10 m/s^2
+    along -z.
   * 24 frames at 12 fps: frame k shows the world at t = k / 12 s; physics steps at 240 Hz.
-  * Camera and light: `render.py`. Contact shadows: one flat dark disc per object on the floor,
-    under the object's centre projected along the light direction (TinyRenderer's own shadow
-    map does not work); discs are background in the segmentation.
+  * Camera, light, floor and shadows: `render.py`. Shadows (of each object's bounding sphere)
+    are part of the background in the segmentation, as in MOVi.
 
 Ground truth like Kubric: only objects visible in at least one frame are instances; they are
 numbered 1..n by decreasing total visible pixels (0 = floor / shadows / background) and
@@ -45,7 +45,7 @@ COLOR_RGB = {
     "gray": (87, 87, 87), "green": (29, 105, 20), "purple": (129, 38, 192),
     "red": (173, 35, 35), "yellow": (255, 238, 51),
 }
-FLOOR_RGB = (0.62, 0.62, 0.62)
+FLOOR_RGB = (0.44, 0.44, 0.44)  # renders as about (115, 115, 115), the MOVi-A floor's mean
 FLOOR_FRICTION, FLOOR_RESTITUTION = 0.3, 0.5
 SHADOW_RGB = (0.36, 0.36, 0.36)
 SPAWN_REGION = np.array([[-5.0, -5.0, 1.0], [5.0, 5.0, 5.0]])
@@ -74,6 +74,13 @@ class ObjectSpec:
     volume = {"cube": 8.0 * half**3, "sphere": 4.0 / 3.0 * np.pi * half**3,
               "cylinder": np.pi * half**2 * self.scale}[self.shape]
     return float(MATERIAL_PHYSICS[self.material][2] * volume)
+
+  @property
+  def bounding_radius(self) -> float:
+    """Radius of the sphere around the object's centre that holds it (casts its shadow)."""
+    half = self.scale / 2.0
+    return float(half * {"cube": np.sqrt(3.0), "cylinder": np.sqrt(2.0), "sphere": 1.0}[
+        self.shape])
 
 
 def sample_objects(rng: np.random.Generator, min_objects: int, max_objects: int):
@@ -113,10 +120,12 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
       fixedTimeStep=1.0 / STEP_RATE, deterministicOverlappingPairs=1, physicsClientId=client)
   pybullet.setGravity(0.0, 0.0, -GRAVITY, physicsClientId=client)
   camera = render.sample_camera(rng)
+  floor_rgb = render.plane_color(client, camera, [*FLOOR_RGB, 1.0])
   _add_floor(client)
   specs = sample_objects(rng, min_objects, max_objects)
   bodies, specs = _place_objects(client, rng, specs)
-  shadows = [_add_shadow_disc(client, spec) for spec in specs]
+  floor_xy = camera.floor_coordinates(resolution)
+  shadow_radii = np.array([spec.bounding_radius for spec in specs], np.float32)
 
   steps_per_frame = STEP_RATE // FRAME_RATE
   frames, body_maps = [], []
@@ -132,14 +141,15 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
       positions[t, i] = position
       quaternions[t, i] = (xyzw[3], xyzw[0], xyzw[1], xyzw[2])
       velocities[t, i] = pybullet.getBaseVelocity(body, physicsClientId=client)[0]
-      _move_shadow_disc(client, shadows[i], np.asarray(position), camera.light_direction)
-    rgb, body_map = render.render_frame(client, camera, resolution)
+    floor = render.floor_image(floor_xy, floor_rgb, positions[t], shadow_radii,
+                               camera.light_direction)
+    rgb, body_map = render.render_frame(client, camera, resolution, floor)
     frames.append(rgb)
     body_maps.append(body_map)
   body_maps = np.stack(body_maps)
 
   # Visible pixels per object per frame, then Kubric's id order (most visible first).
-  index_of_body = np.full(max(int(body_maps.max()), *bodies, *shadows) + 2, -1, np.int64)
+  index_of_body = np.full(max(int(body_maps.max()), *bodies) + 2, -1, np.int64)
   index_of_body[np.asarray(bodies, np.int64)] = np.arange(len(bodies))
   object_map = index_of_body[body_maps]  # body id -1 (nothing hit) reads the last entry, -1
   visibility = np.stack([np.bincount(object_map[t][object_map[t] >= 0].ravel(),
@@ -192,15 +202,16 @@ def _client() -> int:
 
 
 def _add_floor(client: int) -> int:
-  """Static grey floor: a 400 x 400 box whose top face is z = 0."""
-  half_extents = [200.0, 200.0, 0.5]
+  """Static floor for the physics: a 400 x 400 box whose top face is z = 0.
+
+  Invisible to TinyRenderer (alpha 0: skipped; a body without a visual shape would be drawn from
+  its collision shape): `render.floor_image` paints the floor behind everything instead.
+  """
   collision = pybullet.createCollisionShape(
-      pybullet.GEOM_BOX, halfExtents=half_extents, physicsClientId=client)
-  visual = pybullet.createVisualShape(
-      pybullet.GEOM_BOX, halfExtents=half_extents, rgbaColor=[*FLOOR_RGB, 1.0],
-      physicsClientId=client)
-  floor = pybullet.createMultiBody(0.0, collision, visual, basePosition=[0.0, 0.0, -0.5],
+      pybullet.GEOM_BOX, halfExtents=[200.0, 200.0, 0.5], physicsClientId=client)
+  floor = pybullet.createMultiBody(0.0, collision, -1, basePosition=[0.0, 0.0, -0.5],
                                    physicsClientId=client)
+  pybullet.changeVisualShape(floor, -1, rgbaColor=[1.0, 1.0, 1.0, 0.0], physicsClientId=client)
   pybullet.changeDynamics(floor, -1, lateralFriction=FLOOR_FRICTION,
                           restitution=FLOOR_RESTITUTION, physicsClientId=client)
   return floor
@@ -264,21 +275,3 @@ def _random_quaternion_xyzw(rng: np.random.Generator):
   q = rng.normal(size=4)
   q /= np.linalg.norm(q)
   return q.tolist()
-
-
-def _add_shadow_disc(client: int, spec: ObjectSpec) -> int:
-  """A visual-only flat dark disc on the floor standing in for the object's shadow."""
-  visual = pybullet.createVisualShape(
-      pybullet.GEOM_CYLINDER, radius=0.55 * spec.scale, length=0.002,
-      rgbaColor=[*SHADOW_RGB, 1.0], physicsClientId=client)
-  return pybullet.createMultiBody(0.0, -1, visual, basePosition=[0.0, 0.0, -10.0],
-                                  physicsClientId=client)
-
-
-def _move_shadow_disc(client: int, disc: int, position: np.ndarray, light: np.ndarray):
-  """Puts the disc where the ray from the light through `position` meets the floor."""
-  height = max(float(position[2]), 0.0)
-  centre = position[:2] - light[:2] * height / light[2]
-  pybullet.resetBasePositionAndOrientation(
-      disc, [float(centre[0]), float(centre[1]), 0.002], [0.0, 0.0, 0.0, 1.0],
-      physicsClientId=client)

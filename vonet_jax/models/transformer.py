@@ -56,13 +56,22 @@ def einsum_attention(q, k, v, mask=None, dropout_fn=None):
   return jnp.einsum("bhts,bshd->bthd", probs, v)  # [B, T, H, Dh]
 
 
-def _xla_implementation(q, mask):
-  """`implementation` for `jax.nn.dot_product_attention`: cuDNN flash attention on a GPU when it
-  applies (fp16/bf16, head size a multiple of 8 and <= 128, no explicit mask), else XLA."""
+def _dot_product_attention(q, k, v, mask, causal):
+  """`jax.nn.dot_product_attention`, with cuDNN flash attention on a GPU where it applies.
+
+  cuDNN is tried for fp16/bf16 inputs with a head size that is a multiple of 8 and <= 128 and no
+  explicit mask; where jax reports it unsupported (at trace time) XLA computes the same function.
+  (jax's own default, implementation=None, is always XLA.) Shapes as `einsum_attention`.
+  """
   use_cudnn = (jax.default_backend() == "gpu" and mask is None
                and q.dtype in (jnp.bfloat16, jnp.float16)
                and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
-  return "cudnn" if use_cudnn else "xla"
+  if use_cudnn:
+    try:
+      return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn")
+    except (NotImplementedError, RuntimeError):
+      pass
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation="xla")
 
 
 def causal_mask(length: int):
@@ -86,8 +95,9 @@ class MultiHeadAttention(nn.Module):
     q_bias: add a learned zero-initialised bias [H * Dh] to the projected queries (the authors'
       code quirk; the projections themselves have no bias).
     dropout_rate: dropout on the attention probabilities and on the projected output.
-    impl: "xla" (`jax.nn.dot_product_attention`: cuDNN flash attention where it applies on GPU,
-      XLA otherwise; falls back to "einsum" while probability dropout is active) or "einsum".
+    impl: "xla" (`jax.nn.dot_product_attention`: cuDNN flash attention on a GPU for bf16/fp16
+      compute with head size <= 128, XLA otherwise; falls back to "einsum" while probability
+      dropout is active, which `dot_product_attention` lacks) or "einsum" (plain softmax).
     out_init_gain: xavier gain of the output projection.
     dtype: compute dtype (parameters stay float32).
   """
@@ -143,9 +153,7 @@ class MultiHeadAttention(nn.Module):
     dropout_active = not deterministic and self.dropout_rate > 0.0
     if self.impl == "xla" and not dropout_active:
       k, v = k.astype(q.dtype), v.astype(q.dtype)
-      out = jax.nn.dot_product_attention(
-          q, k, v, mask=mask, is_causal=causal,
-          implementation=_xla_implementation(q, mask))  # [B, T, H, Dh]
+      out = _dot_product_attention(q, k, v, mask, causal)  # [B, T, H, Dh]
     else:
       if causal:
         cm = causal_mask(q.shape[1])  # [1, 1, T, T]

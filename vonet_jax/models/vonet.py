@@ -61,20 +61,6 @@ class SlotStep(nn.Module):
     return r, out
 
 
-class _BackboneStep(nn.Module):
-  """Backbone on one frame, in scan form (BatchNorm statistics carried frame to frame)."""
-  cfg: Any
-  train: bool
-
-  @nn.compact
-  def __call__(self, carry, frame):
-    cfg = self.cfg
-    net = Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size, name="net")
-    return carry, net(frame, self.train)
-
-
-_ScanBackbone = nn.scan(_BackboneStep, variable_broadcast="params", variable_carry="batch_stats",
-                        split_rngs={"params": False}, in_axes=1, out_axes=1)
 _ScanSlotStep = nn.scan(SlotStep, variable_broadcast="params",
                         split_rngs={"params": False, "noise": True}, in_axes=1, out_axes=1)
 
@@ -93,7 +79,7 @@ class VONet(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.backbone = _ScanBackbone(cfg, self.train)
+    self.backbone = Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size)
     self.dynamics = _ScanSlotStep(cfg)
     self.dvae = DVAE(vocab_size=cfg.dvae.vocab_size, hidden=cfg.dvae.hidden,
                      relu_before_log_softmax=cfg.dvae.relu_before_log_softmax)
@@ -113,7 +99,16 @@ class VONet(nn.Module):
     frames [B, T, H, W, 3], r_prev [B, K, D], first [B, T] -> (r_last [B, K, D], outputs of
     SlotStep stacked over time: [B, T, ...]).
     """
-    _, features = self.backbone(None, frames_to_float(frames))  # [B, T, h, w, C]
+    x = frames_to_float(frames)
+    b, t = x.shape[:2]
+    if self.train:
+      # BatchNorm batch statistics of each time step separately (as the authors' per-step
+      # calls), running statistics updated once per step.
+      features = jnp.stack([self.backbone(x[:, i], True) for i in range(t)], axis=1)
+    else:
+      # Running statistics: every frame is independent, so fold time into the batch.
+      features = self.backbone(x.reshape((b * t,) + x.shape[2:]), False)
+      features = features.reshape((b, t) + features.shape[1:])  # [B, T, h, w, C]
     return self.dynamics(r_prev, features, first)
 
   def __call__(self, frames, r_prev, first, tau):
@@ -127,7 +122,7 @@ class VONet(nn.Module):
     b, t = frames.shape[:2]
     flat = lambda a: a.reshape((b * t,) + a.shape[2:])
     unflat = lambda a: a.reshape((b, t) + a.shape[1:])
-    dvae = self.dvae(flat(frames_to_float(frames)), tau)
+    dvae = self.dvae(flat(frames_to_float(frames)), tau, self.make_rng("gumbel"))
     logits = self.decoder(flat(out["z"]), dvae["tokens"], deterministic=not self.train)
     out.update(dvae_mse=unflat(dvae["mse"]), recon=unflat(dvae["recon"]),
                tokens=unflat(dvae["tokens"]),
