@@ -34,20 +34,20 @@ def test_full_size_param_counts():
   assert set(params["transformer"]) == {f"block_{i}" for i in range(8)} | {"final_norm"}
 
 
-def _tiny(**overrides):
-  """A tiny decoder (same parameter tree whatever the overrides), slots, tokens, parameters."""
-  kwargs = dict(vocab_size=11, num_tokens=9, d_model=16, num_heads=2, num_layers=2, ffn_dim=32,
-                dropout=0.1, memory_hidden=8)
-  kwargs.update(overrides)
-  model = TransformerDecoder(**kwargs)
+@pytest.fixture(scope="module")
+def tiny():
+  """A tiny decoder, slots, tokens and parameters (attention impl and remat leave the parameter
+  tree unchanged: tests vary them with `model.clone`)."""
+  model = TransformerDecoder(vocab_size=11, num_tokens=9, d_model=16, num_heads=2, num_layers=2,
+                             ffn_dim=32, dropout=0.1, memory_hidden=8)
   z = jax.random.normal(jax.random.key(0), (2, 3, 5))  # [B, K, D]
   tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 11)  # [B, N]
   params = jax.jit(model.init)(jax.random.key(2), z, tokens)
   return model, z, tokens, params
 
 
-def test_teacher_forcing_shape_and_causality():
-  model, z, tokens, params = _tiny()
+def test_teacher_forcing_shape_and_causality(tiny):
+  model, z, tokens, params = tiny
   apply = jax.jit(functools.partial(model.apply, params))
   logits = apply(z, tokens)
   assert logits.shape == (2, 9, 11)
@@ -72,23 +72,24 @@ def _teacher_forced_argmax(model, params, z):
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(impl="einsum", remat=True)])
-def test_greedy_decode_equals_repeated_teacher_forcing(overrides):
-  model, z, _, params = _tiny(**overrides)
+def test_greedy_decode_equals_repeated_teacher_forcing(tiny, overrides):
+  model, z, _, params = tiny
+  model = model.clone(**overrides)
   greedy = jax.jit(lambda p, z: model.apply(p, z, method=TransformerDecoder.greedy_decode))
   tokens = greedy(params, z)
   assert tokens.shape == (2, 9) and tokens.dtype == jnp.int32
   np.testing.assert_array_equal(tokens, _teacher_forced_argmax(model, params, z))
 
 
-def test_greedy_decode_is_one_loop():
-  model, z, _, params = _tiny()
+def test_greedy_decode_is_one_loop(tiny):
+  model, z, _, params = tiny
   jaxpr = jax.make_jaxpr(
       lambda p, z: model.apply(p, z, method=TransformerDecoder.greedy_decode))(params, z)
   assert [e.primitive.name for e in jaxpr.eqns].count("while") == 1
 
 
-def test_dropout_only_when_not_deterministic():
-  model, z, tokens, params = _tiny()
+def test_dropout_only_when_not_deterministic(tiny):
+  model, z, tokens, params = tiny
   remat = model.clone(remat=True)
 
   @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -115,8 +116,8 @@ def test_token_cross_entropy():
           logits.astype(jnp.bfloat16).astype(jnp.float32), tokens).sum(-1), rtol=1e-6)
 
 
-def test_bad_shapes_are_rejected():
-  model, z, tokens, params = _tiny()
+def test_bad_shapes_are_rejected(tiny):
+  model, z, tokens, params = tiny
   with pytest.raises(ValueError, match="position embedding"):
     model.apply(params, z, jnp.zeros((2, 10), jnp.int32))
   with pytest.raises(ValueError, match=r"\[B, K, D\]"):

@@ -145,8 +145,8 @@ def test_remat_same_values_and_gradients():
   params = plain.init(jax.random.key(1), x)
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
       remat.init(jax.random.key(1), x))
-  loss = lambda model: jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(params)
-  jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+  loss = lambda model: jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2)))(params)
+  jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-4),
                          loss(plain), loss(remat))
 
 

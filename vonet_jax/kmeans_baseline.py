@@ -27,7 +27,7 @@ from vonet_jax.errors import UserError
 COLOR_WEIGHT = 1.0
 POSITION_WEIGHT = 0.2
 TIME_WEIGHT = 0.05
-MAX_FIT_PIXELS = 20_000
+MAX_FIT_PIXELS = 10_000
 NUM_RESTARTS = 5
 MAX_ITERATIONS = 50
 # Lloyd stops once the centres move (summed squared shift) less than this times the mean variance.
@@ -53,11 +53,19 @@ def pixel_features(video):
   return np.concatenate([COLOR_WEIGHT * color, position.reshape(-1, 3)], axis=1).astype(np.float32)
 
 
-def _squared_distances(points, centers):
-  """[N, D], [K, D] -> [N, K] squared Euclidean distances (clipped at 0)."""
-  cross = points @ centers.T
-  squared = (points * points).sum(1)[:, None] - 2.0 * cross + (centers * centers).sum(1)[None]
-  return np.maximum(squared, 0.0)
+def _squared_distances(points, centers, point_norms=None):
+  """[N, D], [K, D] (float32) -> [N, K] squared Euclidean distances (clipped at 0).
+
+  point_norms: optional precomputed squared norms of the points [N].
+  """
+  if point_norms is None:
+    point_norms = np.einsum("nd,nd->n", points, points)
+  # einsum rather than BLAS matmul: with D = 6 the product is cheap, and a multi-threaded BLAS on
+  # a busy 2-core machine can be 10x slower than this single-threaded loop.
+  squared = np.einsum("nd,kd->nk", points, -2.0 * centers)  # [N, K]
+  squared += point_norms[:, None]
+  squared += np.einsum("kd,kd->k", centers, centers)[None]
+  return np.maximum(squared, 0.0, out=squared)
 
 
 def _seed_centers(points, num_centers, rng):
@@ -67,15 +75,18 @@ def _seed_centers(points, num_centers, rng):
   2 + floor(log K) candidates drawn with probability proportional to that squared distance.
   """
   num_trials = 2 + int(np.log(num_centers))
-  centers = [points[rng.integers(len(points))]]
-  closest = _squared_distances(points, centers[0][None])[:, 0]  # [N]
+  point_norms = np.einsum("nd,nd->n", points, points)  # [N]
+  first = points[rng.integers(len(points))][None]
+  centers = [first[0]]
+  closest = _squared_distances(points, first, point_norms)[:, 0].astype(np.float64)  # [N]
   for _ in range(1, num_centers):
     total = closest.sum()
     if total > 0:
       candidates = rng.choice(len(points), num_trials, p=closest / total)
     else:
       candidates = rng.integers(len(points), size=num_trials)
-    trial = np.minimum(closest[None], _squared_distances(points, points[candidates]).T)  # [L, N]
+    distances = _squared_distances(points, points[candidates], point_norms).T  # [L, N]
+    trial = np.minimum(closest[None], distances)
     best = trial.sum(1).argmin()
     centers.append(points[candidates[best]])
     closest = trial[best]
@@ -90,9 +101,10 @@ def _lloyd(points, centers):
   re-seeded at the point farthest from its centre.
   """
   threshold = TOLERANCE * points.var(axis=0).mean()
+  point_norms = np.einsum("nd,nd->n", points, points)  # [N]
   labels = None
   for _ in range(MAX_ITERATIONS):
-    distances = _squared_distances(points, centers)  # [N, K]
+    distances = _squared_distances(points, centers, point_norms)  # [N, K]
     new_labels = distances.argmin(1)
     if labels is not None and np.array_equal(new_labels, labels):
       break
@@ -102,7 +114,7 @@ def _lloyd(points, centers):
                      for d in range(points.shape[1])], axis=1)  # [K, D]
     nonempty = counts > 0
     new_centers = centers.copy()
-    new_centers[nonempty] = sums[nonempty] / counts[nonempty, None]
+    new_centers[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
     if not nonempty.all():
       far = distances[np.arange(len(points)), labels].argsort()[::-1]
       new_centers[~nonempty] = points[far[:(~nonempty).sum()]]
@@ -110,7 +122,7 @@ def _lloyd(points, centers):
     centers = new_centers
     if shift <= threshold:
       break
-  inertia = _squared_distances(points, centers).min(1).sum()
+  inertia = _squared_distances(points, centers, point_norms).min(1).sum(dtype=np.float64)
   return centers, float(inertia)
 
 

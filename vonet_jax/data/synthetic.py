@@ -31,6 +31,7 @@ Command line (absl flags; `--help` lists them):
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import multiprocessing
 import os
 import time
@@ -93,7 +94,7 @@ class SyntheticMoviConfig(tfds.core.BuilderConfig):
 
 
 class SyntheticMovi(tfds.core.GeneratorBasedBuilder,
-                    skip_registration=__name__ == "__main__"):
+                    skip_registration=__name__ != "vonet_jax.data.synthetic"):
   """MOVi-A-style videos simulated with PyBullet and rendered with TinyRenderer."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -169,28 +170,26 @@ class SyntheticMovi(tfds.core.GeneratorBasedBuilder,
   def _generate_examples(self, split: str, count: int):
     """Yields (index, example) for videos 0..count-1 of `split`, in order."""
     p = self._params
-    jobs = [((p.seed, SPLIT_IDS[split], i), self.builder_config.resolution, p.min_objects,
-             p.max_objects, NUM_FRAMES) for i in range(count)]
-    with _video_maker(self._num_workers) as make:
-      progress = tqdm.tqdm(make(jobs), total=count, desc=f"{NAME} {split}", unit="video")
+    make = functools.partial(  # picklable: workers import `simulate` only, not TensorFlow
+        simulate.simulate_video, resolution=self.builder_config.resolution,
+        min_objects=p.min_objects, max_objects=p.max_objects, num_frames=NUM_FRAMES)
+    entropies = [(p.seed, SPLIT_IDS[split], i) for i in range(count)]
+    with _mapper(self._num_workers) as map_in_order:
+      progress = tqdm.tqdm(map_in_order(make, entropies), total=count, desc=f"{NAME} {split}",
+                           unit="video")
       for i, example in enumerate(progress):
         example["metadata"]["video_name"] = f"{split}_{i:06d}"
         yield i, example
 
 
-def _simulate_job(job):
-  """Top-level (picklable) worker: one `simulate.simulate_video` call."""
-  return simulate.simulate_video(*job)
-
-
 @contextlib.contextmanager
-def _video_maker(num_workers: int):
-  """Yields map(jobs) -> iterator of videos, in order, in this process or a spawn pool."""
+def _mapper(num_workers: int):
+  """Yields an in-order, lazy map(function, items): built-in, or over a spawn process pool."""
   if num_workers <= 1:
-    yield lambda jobs: map(_simulate_job, jobs)
+    yield map
     return
   with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
-    yield lambda jobs: pool.imap(_simulate_job, jobs, chunksize=1)
+    yield lambda function, items: pool.imap(function, items, chunksize=1)
 
 
 def stored_resolution(resolution: int) -> int:
