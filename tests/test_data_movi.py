@@ -10,6 +10,7 @@ import pathlib
 import socket
 import time
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -34,6 +35,14 @@ def sample_config(**data):
 
 def fingerprint(video):
   return hashlib.sha1(np.ascontiguousarray(video).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stored_train():
+  """Counter of the train split's video fingerprints, read with plain TFDS."""
+  builder = tfds.builder("movi_a/128x128:1.0.0", data_dir=str(SAMPLE))
+  stored = builder.as_dataset("train", decoders=tfds.decode.PartialDecoding({"video": True}))
+  return collections.Counter(fingerprint(v["video"]) for v in tfds.as_numpy(stored))
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +74,10 @@ def test_validation_num_videos():
 
 
 @needs_sample
-def test_train_stream_is_endless_and_each_epoch_is_a_permutation(train_stream_head):
-  builder = tfds.builder("movi_a/128x128:1.0.0", data_dir=str(SAMPLE))
-  stored = builder.as_dataset("train", decoders=tfds.decode.PartialDecoding({"video": True}))
-  reference = collections.Counter(fingerprint(v["video"]) for v in tfds.as_numpy(stored))
+def test_train_stream_is_endless_and_each_epoch_is_a_permutation(train_stream_head, stored_train):
   epochs = [train_stream_head[i * NUM_TRAIN:(i + 1) * NUM_TRAIN] for i in range(3)]
   counts = [collections.Counter(fingerprint(v) for v in epoch) for epoch in epochs]
-  assert counts[0] == counts[1] == counts[2] == reference  # the whole split, every epoch
+  assert counts[0] == counts[1] == counts[2] == stored_train  # the whole split, every epoch
   orders = [[fingerprint(v) for v in epoch] for epoch in epochs]
   assert orders[0] != orders[1] or orders[1] != orders[2]  # reshuffled per epoch
   for video in train_stream_head:
@@ -86,6 +92,17 @@ def test_train_stream_resumes_exactly(train_stream_head, start):
   for got, want in itertools.zip_longest(resumed, train_stream_head[start:]):
     assert got is not None and want is not None
     np.testing.assert_array_equal(got["video"], want)
+
+
+@needs_sample
+def test_train_stream_is_split_between_processes(monkeypatch, stored_train):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  parts = []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    parts.append([fingerprint(v["video"]) for v in
+                  itertools.islice(movi.train_videos(sample_config()), NUM_TRAIN // 2)])
+  assert collections.Counter(parts[0] + parts[1]) == stored_train  # disjoint halves
 
 
 @needs_sample
@@ -120,7 +137,7 @@ def test_missing_dataset_fails_fast_with_one_line(tmp_path):
   config.data.data_dir = str(tmp_path)
   start = time.monotonic()
   with pytest.raises(UserError) as error:
-    next(movi.train_videos(config))
+    movi.train_videos(config)  # raised by the call, before any item is asked for
   assert time.monotonic() - start < 10
   message = str(error.value)
   assert "\n" not in message
@@ -128,7 +145,7 @@ def test_missing_dataset_fails_fast_with_one_line(tmp_path):
                  "--config.data.data_dir", "configs/synthetic_small.py"):
     assert needle in message
   with pytest.raises(UserError):
-    next(movi.validation_videos(config))
+    movi.validation_videos(config)
 
 
 def test_unreachable_gcs_fails_fast(monkeypatch):

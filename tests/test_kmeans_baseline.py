@@ -15,7 +15,8 @@ def two_squares(frames=24, size=64):
   video = np.full((frames, size, size, 3), 90, np.uint8)
   true_ids = np.zeros((frames, size, size), np.int32)
   for t in range(frames):
-    for object_id, color, (y, x) in ((1, (220, 30, 30), (8, 4 + t)), (2, (30, 30, 220), (40, 48 - t))):
+    squares = ((1, (220, 30, 30), (8, 4 + t)), (2, (30, 30, 220), (40, 48 - t)))
+    for object_id, color, (y, x) in squares:
       video[t, y:y + 12, x:x + 12] = color
       true_ids[t, y:y + 12, x:x + 12] = object_id
   return video, true_ids
@@ -55,3 +56,9 @@ def test_pixel_features_are_weighted_and_scaled():
 def test_bad_input_raises(video, segments):
   with pytest.raises(UserError):
     kmeans_baseline.kmeans_segmentation(video, segments)
+
+
+def test_more_segments_than_colours_does_not_fail():
+  video = np.full((1, 4, 4, 3), 7, np.uint8)
+  pred = kmeans_baseline.kmeans_segmentation(video, num_segments=10)
+  assert pred.shape == (1, 4, 4) and pred.min() >= 1 and pred.max() <= 10

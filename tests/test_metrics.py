@@ -160,7 +160,16 @@ def test_contingency_table_counts_every_pixel():
   tables = metrics.contingency_tables(true, pred, max_pred_id=10)
   assert tables.shape == (2, metrics.MAX_TRUE_ID, 11)
   assert (tables.sum(axis=(1, 2)) == 75).all()
-  np.testing.assert_array_equal(tables[:, 0].sum(axis=1), ((true == 0) | (true >= 25)).sum((1, 2, 3)))
+  background = (true == 0) | (true >= 25)
+  np.testing.assert_array_equal(tables[:, 0].sum(axis=1), background.sum(axis=(1, 2, 3)))
+
+
+def test_huge_ground_truth_ids_are_background_not_wrapped():
+  true = np.array([[[2**32 + 3, 2**32 + 3, 1, 1]]], np.int64)  # Would wrap to 3 as int32.
+  pred = np.array([[[1, 2, 3, 3]]])
+  tables = metrics.contingency_tables(true, pred)
+  assert tables[0, 0].sum() == 2 and tables[0, 3].sum() == 0
+  np.testing.assert_allclose(metrics.miou(true, pred), (0.5 + 1.0) / 2)
 
 
 @pytest.mark.parametrize("true, pred, kwargs", [
@@ -171,6 +180,7 @@ def test_contingency_table_counts_every_pixel():
     (np.zeros((1, 2, 2), int), np.zeros((1, 2, 3), int), {}),
     (np.zeros((1, 2, 2), int), np.zeros((1, 2, 2), np.float32), {}),
     (np.zeros((4,), int), np.zeros((4,), int), {}),
+    (np.zeros((1, 2, 2), int), np.zeros((1, 2, 2), int), {"max_pred_id": 10**6}),
 ])
 def test_bad_ids_raise(true, pred, kwargs):
   for metric in (metrics.fg_ari, metrics.miou):

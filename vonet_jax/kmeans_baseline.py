@@ -12,13 +12,14 @@ time at weight 0.05 lets a cluster follow a moving object across frames without 
 video into time slabs. All frames are clustered jointly, so a segment keeps its id over time, as
 FG-ARI and mIoU require.
 
-The weights were picked on the 12 MOVi-A sample videos in ../shared/data (128x128, K = 11):
-FG-ARI 0.54 / mIoU 0.36 (mean of seeds 0-2), against 0.49 / 0.27 with position 0.5 and time 0.1,
-and 0.43 / 0.33 with colour alone (seed 0). About 0.25 s per 24x128x128 video on 2 CPU cores.
+The weights were picked on the 12 MOVi-A sample videos in ../shared/data (128x128, K = 11, mean
+of seeds 0-2): FG-ARI 0.53 / mIoU 0.35; position 0.5 and time 0.1 give 0.51 / 0.27; colour alone
+0.46 / 0.37 (better background, worse objects). About 0.3 s per 24x128x128 video on the 2-core
+development machine while it was shared (load average 5).
 
-k-means itself is plain numpy (greedy k-means++ seeding, Lloyd iterations, best of `NUM_RESTARTS` by
-inertia), fitted on a random subsample of at most `MAX_FIT_PIXELS` pixels, then every pixel is
-assigned to its nearest centre. Deterministic for a given seed.
+k-means itself is plain numpy (greedy k-means++ seeding, Lloyd iterations, best of
+`NUM_RESTARTS` by inertia), fitted on a random subsample of at most `MAX_FIT_PIXELS` pixels; then
+every pixel is assigned to its nearest centre. Deterministic for a given seed.
 """
 import numpy as np
 
@@ -61,7 +62,7 @@ def _squared_distances(points, centers, point_norms=None):
   if point_norms is None:
     point_norms = np.einsum("nd,nd->n", points, points)
   # einsum rather than BLAS matmul: with D = 6 the product is cheap, and a multi-threaded BLAS on
-  # a busy 2-core machine can be 10x slower than this single-threaded loop.
+  # a busy 2-core machine can be 10x slower than this single-threaded einsum.
   squared = np.einsum("nd,kd->nk", points, -2.0 * centers)  # [N, K]
   squared += point_norms[:, None]
   squared += np.einsum("kd,kd->k", centers, centers)[None]

@@ -30,6 +30,8 @@ from vonet_jax.errors import UserError
 MAX_TRUE_ID = 25
 # Default largest predicted id accepted when the caller does not give one (K <= 255 slots).
 DEFAULT_MAX_PRED_ID = 255
+# Upper bound on max_pred_id (keeps the tables small; slot counts are far below it).
+LARGEST_MAX_PRED_ID = 4095
 
 
 def segmentation_from_masks(masks, threshold=0.3):
@@ -54,7 +56,7 @@ def segmentation_from_masks(masks, threshold=0.3):
 
 
 def _check_ids(true_ids, pred_ids, max_pred_id):
-  """Validates id arrays; returns them as int64 [B, N] plus the predicted id count P.
+  """Validates id arrays; returns them flattened per video plus the predicted id count P.
 
   Args:
     true_ids: integer array [B, ...] (ground truth, 0 = background).
@@ -62,7 +64,8 @@ def _check_ids(true_ids, pred_ids, max_pred_id):
     max_pred_id: largest allowed predicted id, or None for `DEFAULT_MAX_PRED_ID`.
 
   Returns:
-    (true [B, N], pred [B, N], P) with N the pixels per video and P = max_pred_id + 1.
+    (true [B, N], pred [B, N], P): the arrays reshaped (dtype kept), N the pixels per video and
+    P = max_pred_id + 1.
   """
   true_ids = np.asarray(true_ids)
   pred_ids = np.asarray(pred_ids)
@@ -78,6 +81,9 @@ def _check_ids(true_ids, pred_ids, max_pred_id):
                     f"{true_ids.shape}; add a batch axis of videos")
   if max_pred_id is None:
     max_pred_id = DEFAULT_MAX_PRED_ID
+  if not 0 <= max_pred_id <= LARGEST_MAX_PRED_ID:
+    raise UserError(f"max_pred_id={max_pred_id} outside [0, {LARGEST_MAX_PRED_ID}]; "
+                    "pass the slot count K (predicted ids are 0..K)")
   if true_ids.min() < 0:
     raise UserError(f"true_ids contain negative id {true_ids.min()}; "
                     "ground-truth ids must be >= 0 (0 = background)")
@@ -104,13 +110,13 @@ def contingency_tables(true_ids, pred_ids, max_pred_id=None):
     with ground truth i and prediction j.
   """
   true_flat, pred_flat, num_pred = _check_ids(true_ids, pred_ids, max_pred_id)
-  num_cells = MAX_TRUE_ID * num_pred
-  index_type = np.int32 if num_cells < 2**31 else np.int64
+  num_cells = MAX_TRUE_ID * num_pred  # < 2**31 thanks to LARGEST_MAX_PRED_ID.
   tables = np.empty((true_flat.shape[0], MAX_TRUE_ID, num_pred), np.int64)
   for b in range(true_flat.shape[0]):  # One video at a time bounds memory to one video's pixels.
-    true_b = true_flat[b].astype(index_type)
-    true_b[true_b >= MAX_TRUE_ID] = 0
-    pair = true_b * index_type(num_pred) + pred_flat[b].astype(index_type)
+    # Clip before the cast so that huge ids cannot wrap around into the valid range.
+    true_b = np.minimum(true_flat[b], MAX_TRUE_ID).astype(np.int32)  # [N]
+    true_b[true_b == MAX_TRUE_ID] = 0
+    pair = true_b * np.int32(num_pred) + pred_flat[b].astype(np.int32)  # [N]
     tables[b] = np.bincount(pair, minlength=num_cells).reshape(MAX_TRUE_ID, num_pred)
   return tables
 

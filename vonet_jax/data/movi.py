@@ -63,15 +63,15 @@ def train_videos(config, start: int = 0) -> Iterator[dict]:
     config: the experiment config (uses config.data.* and config.seed).
     start: videos of the stream already consumed (by this process); the stream resumes there.
 
-  Yields:
-    {'video': uint8[T, H, W, 3]} with T = config.data.num_frames, H = W =
-    config.data.resolution.
+  Returns:
+    An endless iterator of {'video': uint8[T, H, W, 3]}, T = config.data.num_frames,
+    H = W = config.data.resolution. A missing dataset or a bad config raises UserError here,
+    not at the first item.
   """
   if start < 0:
     raise UserError(f"train_videos start must be >= 0 (got {start}): pass the number of videos "
                     f"already consumed")
   source = _open(config)
-  features = _video_features(source.builder)
   instructions = list(source.builder.info.splits[
       tfds.split_for_jax_process(source.train_split)].file_instructions)
   count = sum(instruction.take for instruction in instructions)
@@ -79,7 +79,14 @@ def train_videos(config, start: int = 0) -> Iterator[dict]:
     raise UserError(f"process {_process_index()} got no training videos of {source.train_split} "
                     f"({_process_count()} processes): use fewer processes or more videos")
   block = max(1, min(int(config.data.shuffle_buffer), count))
-  seed = int(config.seed) & 0xFFFFFFFF
+  return _train_stream(source, instructions, count, block, int(config.seed) & 0xFFFFFFFF,
+                       start, config)
+
+
+def _train_stream(source: _Source, instructions, count: int, block: int, seed: int, start: int,
+                  config) -> Iterator[dict]:
+  """The generator behind `train_videos` (which checks everything before it starts)."""
+  features = _video_features(source.builder)
   epoch, position = divmod(start, count)
   first_block, offset = divmod(position, block)
   while True:
@@ -103,19 +110,19 @@ def validation_videos(config, num_videos: int | None = None,
     shard_by_process: if True, this process reads only its part of them
       (`tfds.split_for_jax_process`); by default every process reads all.
 
-  Yields:
-    {'video': uint8[T, H, W, 3], 'segmentations': int32[T, H, W] (0 = background),
-     'name': str (the video's metadata/video_name)}.
+  Returns:
+    A finite iterator of {'video': uint8[T, H, W, 3], 'segmentations': int32[T, H, W]
+    (0 = background), 'name': str (the video's metadata/video_name)}. Errors raise here.
   """
+  if num_videos is not None and num_videos < 0:
+    raise UserError(f"num_videos must be >= 0 or None (got {num_videos})")
   source = _open(config)
   split = source.validation_split
   if num_videos is not None:
-    if num_videos < 0:
-      raise UserError(f"num_videos must be >= 0 or None (got {num_videos})")
     available = source.builder.info.splits[split].num_examples
-    split = f"validation[:{min(int(num_videos), available)}]"
     if num_videos == 0:
-      return
+      return iter(())
+    split = f"validation[:{min(int(num_videos), available)}]"
   if shard_by_process:
     split = tfds.split_for_jax_process(split)
   dataset = source.builder.as_dataset(
@@ -131,7 +138,11 @@ def validation_videos(config, num_videos: int | None = None,
                                   "segmentations"),
           "name": example["metadata"]["video_name"],
       }, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-  for example in tfds.as_numpy(dataset):
+  return _with_str_names(tfds.as_numpy(dataset))
+
+
+def _with_str_names(examples) -> Iterator[dict]:
+  for example in examples:
     example["name"] = example["name"].decode()
     yield example
 

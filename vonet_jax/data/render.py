@@ -2,21 +2,19 @@
 
 The camera is Kubric's MOVi-A "clevr" camera: a 35 mm lens on a 32 mm sensor (49.1 degree field
 of view), placed at (7.48113, -6.50764, 5.34367) plus a uniform [0, 1)^3 jitter per video, looking
-at the origin with +z up. One directional light comes from behind the camera's right shoulder
-(shadows of the MOVi-A key light fall towards the camera's lower left).
+at the origin with +z up. One directional light shines from the camera's right and a little
+beyond the objects, fairly high, so shadows fall towards the camera's lower left as in MOVi-A.
 
 The floor is not drawn by TinyRenderer in every frame. Under a directional light TinyRenderer
 shades a plane with one constant colour (its shader has no view-dependent term), so
 `plane_color` asks TinyRenderer for the floor's colour once per video, and `floor_image`
-paints it, with shadows, behind the bodies TinyRenderer draws. Why: TinyRenderer's cost is about
-0.35 ms per body per 128x128 frame plus the pixels it shades (a full-screen floor: 3-4 ms of a
-5 ms frame), and its own shadow map is unusable here (it casts no object shadows and puts bands
-across a large floor). Shadows are analytic soft shadows of each object's bounding sphere cast
-by the directional light onto the floor plane (exact for spheres, rounded for cubes and
-cylinders), computed per floor pixel with numpy.
+paints it, with shadows, behind the bodies TinyRenderer draws. Why: a full-screen floor costs
+TinyRenderer 3-4 ms per 128x128 frame, several times all the objects together, and its own
+shadow map is unusable here (it casts no object shadows and puts bands across a large floor).
+Shadows are analytic soft shadows of each object's bounding sphere cast by the directional light
+onto the floor plane (exact for spheres, rounded for cubes and cylinders), computed per floor
+pixel with numpy.
 
-TinyRenderer ignores per-object specular colours: all objects share the light's ambient, diffuse
-and specular coefficients below, so metal and rubber differ in physics only.
 TinyRenderer ignores per-object specular colours: all objects share the light's ambient, diffuse
 and specular coefficients below, so metal and rubber differ in physics only.
 """
@@ -31,8 +29,8 @@ FIELD_OF_VIEW = 2.0 * np.arctan(SENSOR_WIDTH_MM / (2.0 * FOCAL_LENGTH_MM))  # ra
 CAMERA_BASE_POSITION = np.array([7.48113, -6.50764, 5.34367])
 NEAR, FAR = 1.0, 400.0  # clip planes (scene units); the floor reaches beyond the horizon
 
-# Light from the camera's right, slightly behind the objects, fairly high (unnormalised, world).
-_LIGHT_RIGHT, _LIGHT_BACK, _LIGHT_UP = 0.8, 0.35, 1.6
+# Light direction in camera-aligned horizontal axes plus height (unnormalised).
+_LIGHT_RIGHT, _LIGHT_BEYOND, _LIGHT_UP = 0.8, 0.35, 1.6
 LIGHT_AMBIENT = 0.55
 LIGHT_DIFFUSE = 0.5
 LIGHT_SPECULAR = 0.08
@@ -84,7 +82,7 @@ def sample_camera(rng: np.random.Generator) -> Camera:
   position = CAMERA_BASE_POSITION + rng.random(3)
   forward = -position[:2] / np.linalg.norm(position[:2])  # horizontal viewing direction
   right = np.array([forward[1], -forward[0]])
-  horizontal = _LIGHT_RIGHT * right + _LIGHT_BACK * forward
+  horizontal = _LIGHT_RIGHT * right + _LIGHT_BEYOND * forward
   light = np.array([horizontal[0], horizontal[1], _LIGHT_UP])
   return Camera(position=position, light_direction=light / np.linalg.norm(light))
 

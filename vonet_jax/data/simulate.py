@@ -47,7 +47,6 @@ COLOR_RGB = {
 }
 FLOOR_RGB = (0.44, 0.44, 0.44)  # renders as about (115, 115, 115), the MOVi-A floor's mean
 FLOOR_FRICTION, FLOOR_RESTITUTION = 0.3, 0.5
-SHADOW_RGB = (0.36, 0.36, 0.36)
 SPAWN_REGION = np.array([[-5.0, -5.0, 1.0], [5.0, 5.0, 5.0]])
 VELOCITY_RANGE = np.array([[-4.0, -4.0, 0.0], [4.0, 4.0, 0.0]])
 GRAVITY = 10.0
@@ -146,19 +145,7 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
     rgb, body_map = render.render_frame(client, camera, resolution, floor)
     frames.append(rgb)
     body_maps.append(body_map)
-  body_maps = np.stack(body_maps)
-
-  # Visible pixels per object per frame, then Kubric's id order (most visible first).
-  index_of_body = np.full(max(int(body_maps.max()), *bodies) + 2, -1, np.int64)
-  index_of_body[np.asarray(bodies, np.int64)] = np.arange(len(bodies))
-  object_map = index_of_body[body_maps]  # body id -1 (nothing hit) reads the last entry, -1
-  visibility = np.stack([np.bincount(object_map[t][object_map[t] >= 0].ravel(),
-                                     minlength=len(bodies)) for t in range(num_frames)])
-  totals = visibility.sum(axis=0)
-  visible = [i for i in np.argsort(-totals, kind="stable") if totals[i] > 0]
-  new_id = np.zeros(len(bodies) + 1, np.uint8)  # last entry: object_map == -1 -> 0
-  new_id[np.asarray(visible, np.int64)] = np.arange(1, len(visible) + 1)
-  segmentations = new_id[object_map][..., None]
+  segmentations, visible, visibility = _instance_ids(np.stack(body_maps), bodies)
 
   instances = []
   for i in visible:
@@ -188,6 +175,31 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
       },
       "instances": instances,
   }
+
+
+def _instance_ids(body_maps: np.ndarray, bodies):
+  """Kubric's ground truth from per-pixel body ids.
+
+  Args:
+    body_maps: int32[T, H, W], PyBullet body id per pixel (-1: none).
+    bodies: the object bodies' ids (others, e.g. the floor, are background).
+
+  Returns:
+    segmentations: uint8[T, H, W, 1], 0 = background, visible objects 1..n by decreasing
+      total visible pixels.
+    visible: indices into `bodies` of the visible objects, in id order.
+    visibility: int64[T, len(bodies)], visible pixels per frame and object.
+  """
+  index_of_body = np.full(max([int(body_maps.max()), *bodies]) + 2, -1, np.int64)
+  index_of_body[np.asarray(bodies, np.int64)] = np.arange(len(bodies))
+  object_map = index_of_body[body_maps]  # body id -1 (nothing hit) reads the last entry, -1
+  visibility = np.stack([np.bincount(frame[frame >= 0], minlength=len(bodies))
+                         for frame in object_map])
+  totals = visibility.sum(axis=0)
+  visible = [int(i) for i in np.argsort(-totals, kind="stable") if totals[i] > 0]
+  new_id = np.zeros(len(bodies) + 1, np.uint8)  # last entry: object_map == -1 -> 0
+  new_id[np.asarray(visible, np.int64)] = np.arange(1, len(visible) + 1)
+  return new_id[object_map][..., None], visible, visibility
 
 
 _CLIENT = None

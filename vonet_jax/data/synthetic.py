@@ -21,7 +21,8 @@ dataset's metadata.json. `ensure_dataset` accepts an existing dataset made with 
 object range and at least as many videos as asked (it then reads the first ones: the same
 videos a smaller build would have made); anything else is a `UserError` saying to delete the
 folder or pick another data_dir. Building takes a lock file, so processes sharing a data_dir
-build once.
+build once. `num_workers` > 1 simulates in a spawn process pool (each worker starts in a few
+seconds; the content does not depend on the number of workers).
 
 Command line (absl flags; `--help` lists them):
 
@@ -170,7 +171,7 @@ class SyntheticMovi(tfds.core.GeneratorBasedBuilder,
   def _generate_examples(self, split: str, count: int):
     """Yields (index, example) for videos 0..count-1 of `split`, in order."""
     p = self._params
-    make = functools.partial(  # picklable: workers import `simulate` only, not TensorFlow
+    make = functools.partial(  # picklable (a function of `simulate`) for worker processes
         simulate.simulate_video, resolution=self.builder_config.resolution,
         min_objects=p.min_objects, max_objects=p.max_objects, num_frames=NUM_FRAMES)
     entropies = [(p.seed, SPLIT_IDS[split], i) for i in range(count)]
@@ -198,11 +199,6 @@ def stored_resolution(resolution: int) -> int:
   return min((r for r in RESOLUTIONS if r >= resolution), default=max(RESOLUTIONS))
 
 
-def dataset_dir(data_dir: str, resolution: int) -> str:
-  """Folder holding the dataset's version directory for `resolution`."""
-  return os.path.join(os.path.expanduser(data_dir), NAME, f"{resolution}x{resolution}")
-
-
 def ensure_dataset(data_dir: str, resolution: int, params: GenerationParams,
                    num_workers: int = 1):
   """Builds the dataset if absent and checks an existing one against `params`.
@@ -222,7 +218,12 @@ def ensure_dataset(data_dir: str, resolution: int, params: GenerationParams,
     raise UserError(f"synthetic dataset resolution {resolution} is not one of {RESOLUTIONS}: "
                     f"use one of those")
   data_dir = os.path.expanduser(data_dir)
-  os.makedirs(data_dir, exist_ok=True)
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as error:
+    raise UserError(f"cannot create data_dir {data_dir} for the built-in dataset "
+                    f"({error.strerror}): set --config.data.data_dir to a writable "
+                    f"folder") from None
   with _lock(os.path.join(data_dir, f".{NAME}_{resolution}x{resolution}.lock")):
     builder = SyntheticMovi(config=f"{resolution}x{resolution}", data_dir=data_dir,
                             params=params, num_workers=num_workers)
@@ -256,8 +257,14 @@ def _check_stored(builder, params: GenerationParams):
 
 @contextlib.contextmanager
 def _lock(path: str):
-  """An exclusive advisory lock on `path` (processes sharing a data_dir build once)."""
-  with open(path, "a") as handle:
+  """An exclusive advisory lock on `path` (processes sharing a data_dir build once); none if
+  the file cannot be created (a read-only data_dir can still be read)."""
+  try:
+    handle = open(path, "a")  # pylint: disable=consider-using-with
+  except OSError:
+    yield
+    return
+  with handle:
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:
       yield

@@ -46,7 +46,7 @@ def einsum_attention(q, k, v, mask=None, dropout_fn=None):
   Returns:
     [B, T, H, Dh] attended values, in q's dtype.
   """
-  scale = 1.0 / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+  scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale  # [B, H, T, S]
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)

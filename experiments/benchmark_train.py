@@ -1,0 +1,110 @@
+"""Benchmark of one training iteration: update, replay collection, sampling, FLOPs, memory.
+
+    python experiments/benchmark_train.py --config=configs/movi_a.py --config.train.batch_size=4
+
+Prints (for any config): parameter count; compiled FLOPs (`cost_analysis`) and memory
+(`memory_analysis`) of the train step; median wall time per update, per collection iteration
+(all workers x frames_per_iteration frames, one jitted call) and per replay sample, over
+--repeats runs after one warm-up (compile excluded). --compile_only skips the timing (for
+configs too large to run here, e.g. MOVi-A at B=32). Expected wall time: the small config about a
+minute; MOVi-A at B=1/B=2 on a 2-core CPU several minutes (compilation dominates).
+"""
+import json
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from vonet_jax import optim, replay, sharding, train_step
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (median reported).")
+flags.DEFINE_bool("compile_only", False, "Only compile and report FLOPs and memory.")
+flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.")
+
+
+def median_time(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def random_batch(config, batch_size, rng):
+  res, m, t = config.data.resolution, config.model, config.train.segment_length
+  index = rng.integers(0, config.data.num_frames, (batch_size, t)).astype(np.int32)
+  return dict(frames=rng.integers(0, 256, (batch_size, t, res, res, 3), dtype=np.uint8),
+              state=rng.normal(size=(batch_size, m.num_slots, m.slot_size)).astype(np.float32),
+              frame_index=index, first=index == 0)
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  mesh = sharding.make_mesh()
+  optimizer = optim.make_optimizer(config)
+  abstract_state = jax.eval_shape(
+      lambda: train_step.init_train_state(config, jax.random.key(0), optimizer))
+  rng = np.random.default_rng(0)
+  b = config.train.batch_size
+  batch = sharding.global_batch(mesh, random_batch(config, b, rng))
+  iteration = sharding.replicate(mesh, np.int32(10))
+  update = train_step.make_train_step(config, optimizer, mesh)
+  start = time.perf_counter()
+  compiled = update.lower(abstract_state, batch, iteration).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  mem = compiled.memory_analysis()
+  figures = dict(
+      config=config.data.name, batch_size=b, devices=jax.device_count(),
+      device=str(jax.devices()[0].device_kind),
+      params=int(sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))),
+      compile_s=compile_s, gflops_per_update=float(cost.get("flops", float("nan"))) / 1e9,
+      memory_gb=dict(
+          arguments=mem.argument_size_in_bytes / 1e9, outputs=mem.output_size_in_bytes / 1e9,
+          temporaries=mem.temp_size_in_bytes / 1e9,
+          total=(mem.argument_size_in_bytes + mem.output_size_in_bytes
+                 + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 1e9))
+  if not FLAGS.compile_only:
+    state = sharding.replicate(mesh, train_step.init_train_state(config, jax.random.key(0),
+                                                                 optimizer))
+    holder = [state]
+
+    def run_update():
+      holder[0], metrics = update(holder[0], batch, iteration)
+      return metrics["loss"]
+
+    run_update()  # warm-up
+    figures["update_s"] = median_time(run_update, FLAGS.repeats)
+    r, m = config.replay, config.model
+    res = config.data.resolution
+    collect = train_step.make_collect_step(config, mesh)
+    inputs = sharding.global_batch(mesh, (
+        rng.integers(0, 256, (r.num_workers, r.frames_per_iteration, res, res, 3), dtype=np.uint8),
+        np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32),
+        np.zeros((r.num_workers, r.frames_per_iteration), bool)))
+    variables = dict(params=holder[0].params, batch_stats=holder[0].batch_stats)
+    run_collect = lambda: collect(variables, *inputs, jax.random.key(0))
+    run_collect()
+    figures["collect_s"] = median_time(run_collect, FLAGS.repeats)
+    buffer = replay.ReplayBuffer(r.num_workers, 64, (res, res, 3), (m.num_slots, m.slot_size),
+                                 config.train.segment_length)
+    for _ in range(32):
+      buffer.add(np.zeros((r.num_workers, 2, res, res, 3), np.uint8),
+                 np.zeros((r.num_workers, 2, m.num_slots, m.slot_size), np.float32),
+                 np.zeros((r.num_workers, 2), np.int32))
+    figures["sample_s"] = median_time(lambda: buffer.sample(b, rng)["frames"], 20)
+  print(json.dumps(figures, indent=1))
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "w") as f:
+      json.dump(figures, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
