@@ -71,13 +71,22 @@ def evaluate_videos(config, variables, videos: Iterable[dict], mesh, seed: int,
   results = []
   for i, (batch, valid) in enumerate(_batches(videos, config.eval.batch_size)):
     mine = batch[lo:lo + per_process]
-    frames = np.stack([v["video"] for v in mine])
+    frames = np.stack([v["video"] for v in mine])  # [n, T, H, W, 3]
+    n, t = frames.shape[:2]
+    if config.eval.independent_frames:  # Table 2 protocol: every frame an image of its own
+      frames = frames.reshape((n * t, 1) + frames.shape[2:])
     masks = sharding.to_host(mask_fn(variables, sharding.global_batch(mesh, frames),
                                      jax.random.fold_in(rng, i)))  # [n, T, K, h, w]
     truth = np.stack([v["segmentations"] for v in mine])  # [n, T, H, W]
     pred = metrics.segmentation_from_masks(upsample_nearest(masks, truth.shape[-1]),
                                            config.eval.mask_threshold)
-    scores = np.stack(metrics.fg_ari_and_miou(truth, pred, config.model.num_slots), axis=-1)
+    if config.eval.independent_frames:  # image metrics per frame, averaged per video
+      per_frame = metrics.fg_ari_and_miou(truth.reshape((n * t, 1) + truth.shape[2:]),
+                                          pred.reshape((n * t, 1) + truth.shape[2:]),
+                                          config.model.num_slots)
+      scores = np.stack([np.nanmean(x.reshape(n, t), axis=1) for x in per_frame], axis=-1)
+    else:
+      scores = np.stack(metrics.fg_ari_and_miou(truth, pred, config.model.num_slots), axis=-1)
     if jax.process_count() > 1:
       scores = multihost_utils.process_allgather(scores).reshape(-1, 2)
     for video, (ari, iou) in zip(batch[:valid], scores[:valid]):

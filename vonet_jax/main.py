@@ -18,14 +18,35 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "train_eval"], "What to run
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _quiet_libraries():
+  """Keeps the console readable: no TensorFlow C++ chatter, no orbax per-save INFO lines."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+
+
+def _initialize_distributed():
+  """Multi-process setup from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or
+  whatever cluster jax.distributed detects by itself, e.g. SLURM); CPU processes use gloo."""
+  import jax
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address:
+    return
+  if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = dict(coordinator_address=address)
+  if "JAX_NUM_PROCESSES" in os.environ:
+    kwargs.update(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["JAX_PROCESS_ID"]))
+  jax.distributed.initialize(**kwargs)
+
+
 def main(argv):
   del argv
+  _quiet_libraries()
   # TensorFlow (imported by TFDS and CLU) must not grab GPU memory that JAX needs.
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
-  import jax
-  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  _initialize_distributed()
   from vonet_jax import evaluate, train
   from vonet_jax.errors import UserError
   config = FLAGS.config

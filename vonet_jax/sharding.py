@@ -10,9 +10,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def make_mesh() -> Mesh:
-  """Mesh over all global devices with the single axis 'data'."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(devices=None) -> Mesh:
+  """Mesh with the single axis 'data' over `devices` (default: all global devices)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -100,7 +100,11 @@ def _check_finite(metrics: dict, iteration: int, checkpointer) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (resuming from workdir/checkpoints when present); returns the final summary."""
+  """Trains (resuming from workdir/checkpoints when present).
+
+  Returns dict(iteration, metrics (last update's, on host), eval (last periodic evaluation's
+  summary or None), state (the final TrainState)).
+  """
   # --- Set up devices, model and optimiser ------------------------------------------------------
   validate_config(config, jax.device_count())
   workdir = epath.Path(workdir)
@@ -158,6 +162,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if iteration % config.log_scalars_every == 0:
         scalars = dict(last_metrics, replay_fill=collector.buffer.num_steps)
         writer.write_scalars(iteration, summaries.scalar_dict(scalars))
+        logging.info("iteration %d/%d: loss %.4g (dVAE %.4g, CE %.4g, KL %.4g x beta %.3g)",
+                     iteration, config.train.num_iterations, last_metrics["loss"],
+                     last_metrics["dvae_mse"], last_metrics["token_ce"],
+                     last_metrics["kl_total"], last_metrics["beta"])
       if iteration % config.log_images_every == 0:
         pictures.write(writer, iteration, state, batch, local, jax.random.fold_in(picture_key, iteration))
     progress(iteration)
@@ -175,4 +183,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         break
   writer.flush()
   checkpointer.close()
-  return dict(iteration=iteration, metrics=last_metrics, eval=eval_summary)
+  return dict(iteration=iteration, metrics=last_metrics, eval=eval_summary, state=state)

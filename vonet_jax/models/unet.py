@@ -78,7 +78,8 @@ class UNet(nn.Module):
       emb = SlotTransformer(
           num_layers=self.transformer.num_layers, num_heads=self.transformer.num_heads,
           head_dim=self.transformer.head_dim, mlp_dim=self.transformer.mlp_dim,
-          impl=self.attention_impl, remat=self.remat, name="mask_transformer",
+          impl=self.attention_impl, remat=self.remat, dtype=self.dtype,
+          name="mask_transformer",
       )(emb.reshape(b, k, self.fc)).reshape(b * k, self.fc)
     x = nn.relu(nn.Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
     x = x.reshape(b * k, bh, bw, bc)

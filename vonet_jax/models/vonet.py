@@ -81,13 +81,15 @@ class VONet(nn.Module):
     cfg = self.config
     self.backbone = Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size)
     self.dynamics = _ScanSlotStep(cfg)
+    dtype = jnp.dtype(cfg.compute_dtype)  # parameters stay float32
     self.dvae = DVAE(vocab_size=cfg.dvae.vocab_size, hidden=cfg.dvae.hidden,
-                     relu_before_log_softmax=cfg.dvae.relu_before_log_softmax)
+                     relu_before_log_softmax=cfg.dvae.relu_before_log_softmax, dtype=dtype)
     d = cfg.decoder
     self.decoder = TransformerDecoder(
         vocab_size=cfg.dvae.vocab_size, num_tokens=self.num_tokens, d_model=d.d_model,
         num_heads=d.num_heads, num_layers=d.num_layers, ffn_dim=d.ffn_dim, dropout=d.dropout,
-        memory_hidden=cfg.mlp_hidden, impl=cfg.attention_impl, remat=cfg.remat)
+        memory_hidden=cfg.mlp_hidden, impl=cfg.attention_impl, remat=cfg.remat,
+        dtype=dtype)
 
   @property
   def num_tokens(self) -> int:

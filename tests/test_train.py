@@ -1,0 +1,140 @@
+"""End-to-end tests of training: resume after SIGKILL, checkpoint errors, non-finite loss,
+evaluation on the real MOVi-A sample, 4 devices against 1, and two processes.
+
+The runs go through `python -m vonet_jax.main` in subprocesses (as a user would) on
+configs/tiny.py; a shared persistent compilation cache keeps recompiles cheap.
+"""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "tfds"
+needs_sample = pytest.mark.skipif(
+    not (SAMPLE / "movi_a" / "128x128" / "1.0.0").is_dir(),
+    reason=f"MOVi-A sample not found at {SAMPLE} (it ships beside the project, not in it)")
+# The tiny config on the real MOVi-A sample: no dataset build needed.
+MOVI = ["--config.data.name=movi_a", f"--config.data.data_dir={SAMPLE}",
+        "--config.data.num_frames=24"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  e = dict(os.environ)
+  e.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", TF_CPP_MIN_LOG_LEVEL="2",
+           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return e
+
+
+def main_command(workdir, *overrides, mode="train"):
+  return [sys.executable, "-m", "vonet_jax.main", "--config=configs/tiny.py",
+          f"--workdir={workdir}", f"--mode={mode}", *MOVI, *overrides]
+
+
+def run_main(env, workdir, *overrides, mode="train", check=True):
+  result = subprocess.run(main_command(workdir, *overrides, mode=mode), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}:\n{result.stderr[-3000:]}")
+  return result
+
+
+def final_params(workdir, step):
+  """Parameters of checkpoint `step`, as a flat {path: array} dict."""
+  code = textwrap.dedent(f"""
+      import numpy as np, jax
+      from configs import tiny
+      from vonet_jax import evaluate
+      config = tiny.get_config()
+      config.data.num_frames = 24
+      step, variables = evaluate.restore_variables(config, {str(workdir)!r}, {step})
+      flat = {{jax.tree_util.keystr(p): np.asarray(x) for p, x in
+               jax.tree_util.tree_flatten_with_path(variables)[0]}}
+      np.savez({str(workdir / 'params.npz')!r}, **flat)
+  """)
+  subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True,
+                 env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  return dict(np.load(workdir / "params.npz"))
+
+
+def committed(workdir, step):
+  return (workdir / "checkpoints" / str(step) / "commit_success.txt").exists()
+
+
+@needs_sample
+def test_resume_after_sigkill_is_exact(env, tmp_path):
+  n = 4
+  common = [f"--config.train.num_iterations={2 * n}", f"--config.checkpoint_every={n}",
+            f"--config.log_images_every={n + 1}"]
+  straight = tmp_path / "straight"
+  run_main(env, straight, *common)
+  # Same run, killed (SIGKILL) once checkpoint n is committed, while iteration n + 1 compiles
+  # its picture function; then resumed.
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(main_command(killed, *common), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not committed(killed, n) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not committed(killed, 2 * n)
+  run_main(env, killed, *common)
+  a, b = final_params(straight, 2 * n), final_params(killed, 2 * n)
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@needs_sample
+def test_checkpoint_errors_and_non_finite_loss(env, tmp_path):
+  workdir = tmp_path / "run"
+  run_main(env, workdir, "--config.train.num_iterations=4")
+  # Another config: one line naming the mismatched shapes, no traceback, nothing deleted.
+  other = run_main(env, workdir, "--config.train.num_iterations=8", "--config.model.slot_size=8",
+                   check=False)
+  assert other.returncode == 2
+  assert "Traceback" not in other.stderr
+  line = other.stderr.strip().splitlines()[-1]
+  assert line.startswith("error:") and "saved" in line and "expected" in line, line
+  assert committed(workdir, 4)
+  # A truncated newest checkpoint: falls back to the previous good one with a warning.
+  run_main(env, workdir, "--config.train.num_iterations=8")
+  assert committed(workdir, 8)
+  (workdir / "checkpoints" / "8" / "commit_success.txt").unlink()
+  result = run_main(env, workdir, "--config.train.num_iterations=8", "--config.eval.seeds=1",
+                    mode="eval")
+  assert "corrupt" in result.stderr and "Evaluated step 4" in result.stdout
+  assert (workdir / "checkpoints" / "8.corrupt").is_dir()  # kept, not deleted
+  # A non-finite loss stops training, keeps the last good checkpoint and saves nothing new.
+  bad = run_main(env, workdir, "--config.train.num_iterations=8", "--config.train.beta_max=inf",
+                 check=False)
+  assert bad.returncode == 2
+  assert "non-finite loss" in bad.stderr.strip().splitlines()[-1]
+  steps = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  assert "4" in steps and "5" not in steps and "8" not in steps
+
+
+@needs_sample
+def test_evaluation_on_the_movi_a_sample(env, tmp_path):
+  workdir = tmp_path / "run"
+  result = run_main(env, workdir, "--config.train.num_iterations=2", "--config.eval.seeds=2",
+                    mode="train_eval")
+  report = json.loads((workdir / "eval" / "2" / "metrics.json").read_text())
+  assert report["num_videos"] == 2 and report["across_seeds"]["fg_ari"]["seeds"] == 2
+  for seed in report["per_seed"]:
+    assert sorted(v["name"] for v in seed["videos"]) == ["1055", "1142"]
+    for v in seed["videos"]:
+      assert 0.0 <= v["miou"] <= 1.0 and -1.0 <= v["fg_ari"] <= 1.0
+  assert "FG-ARI" in result.stdout and "mIoU" in result.stdout
