@@ -100,6 +100,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 8             # videos per evaluation batch (global)
   config.eval.seeds = 1                  # --mode=eval repeats with this many noise seeds
   config.eval.mask_threshold = 0.3
+  config.eval.num_pictures = 1           # validation videos drawn by --mode=eval
   config.eval.independent_frames = False  # True: Table 2 protocol (frames as separate images)
   config.eval.checkpoint_step = -1       # -1: latest checkpoint
   return config

@@ -13,10 +13,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from clu import metric_writers
 from etils import epath
 from jax.experimental import multihost_utils
 
-from vonet_jax import checkpointing, data, metrics, optim, sharding, train_step, visualize
+from vonet_jax import (checkpointing, data, metrics, optim, sharding, train_step, video_analysis,
+                       visualize)
 from vonet_jax.errors import UserError
 from vonet_jax.models.vonet import VONet, make_model
 
@@ -36,12 +38,6 @@ def make_mask_fn(config, mesh):
 
   rep, dat = sharding.replicated(mesh), sharding.data_sharded(mesh)
   return jax.jit(masks, in_shardings=(rep, dat, rep), out_shardings=dat)
-
-
-def upsample_nearest(x, size: int):
-  """[..., h, w] -> [..., size, size] by pixel repetition (size a multiple of h)."""
-  f = size // x.shape[-1]
-  return np.repeat(np.repeat(x, f, axis=-2), f, axis=-1)
 
 
 def _batches(videos: Iterable[dict], batch_size: int) -> Iterator[tuple[list, int]]:
@@ -78,7 +74,7 @@ def evaluate_videos(config, variables, videos: Iterable[dict], mesh, seed: int,
     masks = sharding.to_host(mask_fn(variables, sharding.global_batch(mesh, frames),
                                      jax.random.fold_in(rng, i)))  # [n, T, K, h, w]
     truth = np.stack([v["segmentations"] for v in mine])  # [n, T, H, W]
-    pred = metrics.segmentation_from_masks(upsample_nearest(masks, truth.shape[-1]),
+    pred = metrics.segmentation_from_masks(metrics.upsample_nearest(masks, truth.shape[-1]),
                                            config.eval.mask_threshold)
     if config.eval.independent_frames:  # image metrics per frame, averaged per video
       per_frame = metrics.fg_ari_and_miou(truth.reshape((n * t, 1) + truth.shape[2:]),
@@ -100,8 +96,9 @@ def summary_of(results: list[dict]) -> dict:
 
 
 def evaluate_state(config, state, mesh, writer, iteration: int, num_videos: Optional[int] = None,
-                   seed: int = 0) -> dict:
-  """Periodic evaluation during training on the first num_videos validation videos."""
+                   seed: int = 0, log_file: Optional[epath.Path] = None) -> dict:
+  """Periodic evaluation during training on the first num_videos validation videos; appends
+  {iteration, fg_ari, miou} to log_file (JSON lines) when given."""
   variables = dict(params=state.params, batch_stats=state.batch_stats)
   results = evaluate_videos(config, variables, data.validation_videos(config, num_videos),
                             mesh, seed)
@@ -109,6 +106,10 @@ def evaluate_state(config, state, mesh, writer, iteration: int, num_videos: Opti
   writer.write_scalars(iteration, {f"eval/{k}": v["mean"] for k, v in summary.items()})
   logging.info("Evaluation at iteration %d on %d videos: FG-ARI %.4f, mIoU %.4f", iteration,
                len(results), summary["fg_ari"]["mean"], summary["miou"]["mean"])
+  if log_file is not None and jax.process_index() == 0:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as f:
+      f.write(json.dumps(dict(iteration=iteration, **summary)) + "\n")
   return summary
 
 
@@ -132,7 +133,7 @@ def restore_variables(config, workdir, step: Optional[int] = None):
   return restored.step, dict(params=state.params, batch_stats=state.batch_stats)
 
 
-def run_evaluation(config: ml_collections.ConfigDict, workdir: str, writer=None) -> dict:
+def run_evaluation(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: scores a checkpoint on the whole validation split, config.eval.seeds times,
   and writes workdir/eval/<step>/metrics.json (per video, per seed, and across seeds)."""
   mesh = sharding.make_mesh()
@@ -152,9 +153,25 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str, writer=None)
   report = dict(step=step, num_videos=len(per_seed[0]["videos"]), across_seeds=across,
                 per_seed=per_seed, config=json.loads(config.to_json_best_effort()))
   out_dir = epath.Path(workdir) / "eval" / str(step)
+  writer = metric_writers.create_default_writer(
+      epath.Path(workdir) / "eval", just_logging=jax.process_index() > 0)
+  writer.write_scalars(step, {f"eval/{k}": v["mean"] for k, v in across.items()})
   if jax.process_index() == 0:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1))
-  if writer is not None:
-    writer.write_scalars(step, {f"eval/{k}": v["mean"] for k, v in across.items()})
+    _write_pictures(config, variables, out_dir, writer, step)
+  writer.flush()
   return report
+
+
+def _write_pictures(config, variables, out_dir, writer, step):
+  """PNG + GIF/MP4 of the first config.eval.num_pictures validation videos, also to TensorBoard."""
+  for video in data.validation_videos(config, config.eval.num_pictures):
+    analysis = video_analysis.analyze_video(config, variables, video["video"],
+                                            video["segmentations"])
+    images = video_analysis.pictures(video["video"], analysis, video["segmentations"])
+    for kind, image in images.items():
+      visualize.save_png(out_dir / f"{video['name']}_{kind}.png", image)
+    writer.write_images(step, {f"eval/{video['name']}/{k}": v[None] for k, v in images.items()})
+    overlay = visualize.overlay(video["video"], analysis["pred_ids"])
+    visualize.save_video(out_dir / f"{video['name']}_segmentation.mp4", overlay)

@@ -34,6 +34,12 @@ DEFAULT_MAX_PRED_ID = 255
 LARGEST_MAX_PRED_ID = 4095
 
 
+def upsample_nearest(x, size: int):
+  """[..., h, w] -> [..., size, size] by pixel repetition (masks 64x64 -> 128x128 frames)."""
+  f = size // x.shape[-1]
+  return np.repeat(np.repeat(x, f, axis=-2), f, axis=-1)
+
+
 def segmentation_from_masks(masks, threshold=0.3):
   """Hard segmentation from soft slot masks.
 

@@ -55,8 +55,7 @@ class TrainingPictures:
     images = {}
     for i in range(min(self.num_segments, masks.shape[0])):
       video = local_batch["frames"][i]  # [T, H, W, 3]
-      size = video.shape[1]
-      up = np.repeat(np.repeat(masks[i], size // masks.shape[-1], -2), size // masks.shape[-1], -1)
+      up = metrics.upsample_nearest(masks[i], video.shape[1])
       ids = metrics.segmentation_from_masks(up, self.config.eval.mask_threshold)
       grid = visualize.video_grid(video, up, ids)
       recon_row = np.concatenate(list(visualize.to_uint8(recon[i])), axis=1)

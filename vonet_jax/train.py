@@ -148,6 +148,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("Training from iteration %d to %d (updates start at %d).", iteration,
                config.train.num_iterations, first_update)
 
+  periodic_log = workdir / "eval" / "periodic.jsonl"
+  if config.eval.every and iteration == 0:  # the untrained model, as a reference
+    eval_summary = evaluate.evaluate_state(config, state, mesh, writer, 0,
+                                           config.eval.periodic_num_videos, log_file=periodic_log)
+
   # --- Loop ---------------------------------------------------------------------------------------
   while iteration < config.train.num_iterations:
     variables = dict(params=state.params, batch_stats=state.batch_stats)
@@ -171,7 +176,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     progress(iteration)
     if config.eval.every and iteration % config.eval.every == 0:
       eval_summary = evaluate.evaluate_state(config, state, mesh, writer, iteration,
-                                             num_videos=config.eval.periodic_num_videos)
+                                             config.eval.periodic_num_videos,
+                                             log_file=periodic_log)
     if (iteration % config.checkpoint_every == 0 or preempted.requested
         or iteration == config.train.num_iterations):
       # Orbax copies the host arrays (the buffer's views) before save returns; the write goes

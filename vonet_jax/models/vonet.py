@@ -61,8 +61,9 @@ class SlotStep(nn.Module):
     return r, out
 
 
-_ScanSlotStep = nn.scan(SlotStep, variable_broadcast="params",
-                        split_rngs={"params": False, "noise": True}, in_axes=1, out_axes=1)
+def _scan_slot_step(unroll: int):
+  return nn.scan(SlotStep, variable_broadcast="params", split_rngs={"params": False, "noise": True},
+                 in_axes=1, out_axes=1, unroll=unroll)
 
 
 def frames_to_float(frames):
@@ -80,7 +81,9 @@ class VONet(nn.Module):
   def setup(self):
     cfg = self.config
     self.backbone = Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size)
-    self.dynamics = _ScanSlotStep(cfg)
+    # Training segments (T = 3) are unrolled: XLA:CPU runs the backward pass of a while loop
+    # about 10x slower than the unrolled steps. Long inference rollouts keep the loop.
+    self.dynamics = _scan_slot_step(True if self.train else 1)(cfg)
     dtype = jnp.dtype(cfg.compute_dtype)  # parameters stay float32
     self.dvae = DVAE(vocab_size=cfg.dvae.vocab_size, hidden=cfg.dvae.hidden,
                      relu_before_log_softmax=cfg.dvae.relu_before_log_softmax, dtype=dtype)
