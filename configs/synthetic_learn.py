@@ -19,7 +19,8 @@ The same model code with every component on; what it changes against configs/mov
 from configs import synthetic_small
 
 
-def get_config():
+def get_config(iterations: str = "3000"):
+  """`--config=configs/synthetic_learn.py:1500` shortens the run (schedules scale with it)."""
   config = synthetic_small.get_config()
   config.data.data_dir = "~/tensorflow_datasets/vonet_learn"
   config.data.synthetic.num_train_videos = 600
@@ -31,7 +32,7 @@ def get_config():
   config.model.mask_transformer.num_layers = 3
   config.train.batch_size = 8
   config.train.main_lr_peak = 2e-4
-  synthetic_small.shrink_schedules(config, 3000)
+  synthetic_small.shrink_schedules(config, int(iterations))
   config.replay.num_workers = 8
   config.replay.capacity_per_worker = 2000
   config.replay.initial_frames = 400

@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.compiled_stats import compiled_figures
 from vonet_jax import optim, replay, sharding, train_step
 
 FLAGS = flags.FLAGS
@@ -58,19 +59,11 @@ def main(argv):
   start = time.perf_counter()
   compiled = update.lower(abstract_state, batch, iteration).compile()
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  mem = compiled.memory_analysis()
   figures = dict(
       config=config.data.name, batch_size=b, devices=jax.device_count(),
       device=str(jax.devices()[0].device_kind),
       params=int(sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))),
-      compile_s=compile_s, gflops_per_update=float(cost.get("flops", float("nan"))) / 1e9,
-      memory_gb=dict(
-          arguments=mem.argument_size_in_bytes / 1e9, outputs=mem.output_size_in_bytes / 1e9,
-          temporaries=mem.temp_size_in_bytes / 1e9,
-          total=(mem.argument_size_in_bytes + mem.output_size_in_bytes
-                 + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 1e9))
+      compile_s=compile_s, **compiled_figures(compiled))
   if not FLAGS.compile_only:
     state = sharding.replicate(mesh, train_step.init_train_state(config, jax.random.key(0),
                                                                  optimizer))

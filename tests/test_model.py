@@ -145,9 +145,10 @@ def test_recurrent_attention_matches_a_python_loop(tiny):
   np.testing.assert_allclose(masks.sum(axis=1), 1.0, atol=1e-5)
   assert (masks >= 0).all()
   # Reference: the same U-Net step called slot after slot in Python, in probability space.
-  from vonet_jax.models.attention import ContextMLP, _MonetStep
+  from vonet_jax.models.attention import _MonetStep
+  from vonet_jax.models.transformer import FeedForward
   p = params["params"]
-  context = ContextMLP(cfg.mlp_hidden, cfg.feature_size).apply({"params": p["context"]}, r)
+  context = FeedForward(cfg.mlp_hidden, cfg.feature_size).apply({"params": p["context"]}, r)
   step = _MonetStep(cfg)
   scope = jnp.ones((2, 16, 16))
   expected = []

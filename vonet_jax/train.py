@@ -59,13 +59,21 @@ class ReplayCollector:
     self.state = np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32)  # r [W, K, D]
     self._collect = train_step.make_collect_step(config, mesh)
 
+    # The frames of the next collection ([W, F, H, W, 3], [W, F]), read ahead while the device
+    # runs the update; part of the checkpoint.
+    self.pending = None
+
   def collect(self, variables, rng):
-    """Advances every worker frames_per_iteration frames and stores the steps."""
-    frames, index = self.workers.next_frames(self.config.replay.frames_per_iteration)
+    """Runs the encoder on the pending frames of every worker and stores the steps."""
+    frames, index = self.pending  # [W, F, H, W, 3], [W, F]
     inputs = sharding.global_batch(self.mesh, (frames, self.state, index == 0))
     r_last, r_in = sharding.to_host(self._collect(variables, *inputs, rng))
     self.buffer.add(frames, r_in, index)
     self.state = r_last
+
+  def read_ahead(self):
+    """Reads the next frames_per_iteration frames of every worker (host work only)."""
+    self.pending = self.workers.next_frames(self.config.replay.frames_per_iteration)
 
   def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
     """Segments for one update; 'first' marks where the unroll resets to fresh slots."""
@@ -78,12 +86,14 @@ class ReplayCollector:
 
   def state_dict(self) -> dict:
     return dict(buffer=self.buffer.state_dict(), workers=self.workers.state_dict(),
-                worker_state=self.state)
+                worker_state=self.state, pending_frames=self.pending[0],
+                pending_index=self.pending[1])
 
   def load_state_dict(self, d: dict):
     self.buffer.load_state_dict(d["buffer"])
     self.workers.load_state_dict(d["workers"])
     self.state = np.asarray(d["worker_state"], np.float32)
+    self.pending = (np.asarray(d["pending_frames"]), np.asarray(d["pending_index"]))
 
 
 def _host_state(collector: ReplayCollector, iteration: int) -> dict:
@@ -132,6 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   collector = ReplayCollector(config, mesh, videos_consumed)
   if restored is not None:
     collector.load_state_dict(restored.host_state)
+  else:
+    collector.read_ahead()
 
   # --- Summaries --------------------------------------------------------------------------------
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -162,6 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       local = collector.sample(process_batch, _host_rng(config, iteration, 0))
       batch = sharding.global_batch(mesh, local)
       state, metrics = update(state, batch, sharding.replicate(mesh, np.int32(iteration)))
+      collector.read_ahead()  # host work while the device runs the update
       last_metrics = sharding.to_host(metrics)
       _check_finite(last_metrics, iteration, checkpointer)
       if iteration % config.log_scalars_every == 0:
@@ -172,7 +185,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      last_metrics["dvae_mse"], last_metrics["token_ce"],
                      last_metrics["kl_total"], last_metrics["beta"])
       if iteration % config.log_images_every == 0:
-        pictures.write(writer, iteration, state, batch, local, jax.random.fold_in(picture_key, iteration))
+        pictures.write(writer, iteration, state, batch, local,
+                       jax.random.fold_in(picture_key, iteration))
+    else:
+      collector.read_ahead()
     progress(iteration)
     if config.eval.every and iteration % config.eval.every == 0:
       eval_summary = evaluate.evaluate_state(config, state, mesh, writer, iteration,

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models.transformer import FeedForward
 from vonet_jax.models.unet import UNet
 
 
@@ -54,16 +55,6 @@ def _inside(size: int) -> jnp.ndarray:
   return (pos >= 0) & (pos < size)
 
 
-class ContextMLP(nn.Module):
-  """c_k = MLP_cxt(r_k): D -> hidden (ReLU) -> C."""
-  hidden: int
-  features: int
-
-  @nn.compact
-  def __call__(self, r):
-    return nn.Dense(self.features, name="dense2")(nn.relu(nn.Dense(self.hidden, name="dense1")(r)))
-
-
 class UNetInput(nn.Module):
   """F + conv3x3([m, log m]) + conv3x3(broadcast c_k): one [h, w, C] map per (batch, slot).
 
@@ -99,7 +90,8 @@ class ParallelAttention(nn.Module):
     # features: [B, h, w, C]; r_prev: [B, K, D]
     cfg = self.cfg
     c = features.shape[-1]
-    context = ContextMLP(cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
+    # c_k = MLP_cxt(r_k): D -> hidden (ReLU) -> C
+    context = FeedForward(cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
     keys = nn.Dense(c, name="keys")(features)  # [B, h, w, C]
     logits = jnp.einsum("bhwc,bkc->bkhw", keys, context) / jnp.sqrt(c)
     est_log_masks = jax.nn.log_softmax(logits, axis=1)  # [B, K, h, w]
@@ -146,7 +138,7 @@ class RecurrentAttention(nn.Module):
   @nn.compact
   def __call__(self, features, r_prev):
     b, h, w, c = features.shape
-    context = ContextMLP(self.cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
+    context = FeedForward(self.cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
     scan = nn.scan(_MonetStep, variable_broadcast="params", split_rngs={"params": False},
                    in_axes=(nn.broadcast, 1), out_axes=1)
     log_scope, log_masks = scan(self.cfg, name="step")(

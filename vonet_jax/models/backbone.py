@@ -6,6 +6,8 @@ position embedding.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vonet_jax.models.transformer import FeedForward
+
 # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
 _BN_MOMENTUM = 0.9
 _BN_EPS = 1e-5
@@ -53,8 +55,7 @@ class PositionEmbedding(nn.Module):
   def __call__(self, features):
     # features: [B, h, w, C]
     _, h, w, c = features.shape
-    emb = nn.Dense(c, name="dense1")(position_grid(h, w))
-    emb = nn.Dense(c, name="dense2")(nn.relu(emb))  # [h, w, C]
+    emb = FeedForward(c, c, name="mlp")(position_grid(h, w))  # [h, w, C]
     return features + emb[None]
 
 

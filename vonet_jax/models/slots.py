@@ -8,21 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vonet_jax.models.transformer import SlotTransformer
-
-
-def _layer_norm(name=None):
-  return nn.LayerNorm(epsilon=1e-5, name=name)  # PyTorch's eps
-
-
-class MLP(nn.Module):
-  """Dense(hidden) -> ReLU -> Dense(out)."""
-  hidden: int
-  out: int
-
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(self.out, name="dense2")(nn.relu(nn.Dense(self.hidden, name="dense1")(x)))
+from vonet_jax.models.transformer import FeedForward, SlotTransformer, layer_norm
 
 
 class GRUCell(nn.Module):
@@ -55,7 +41,7 @@ class TrajectoryLatent(nn.Module):
     # y: [B, K, C]; r_prev: [B, K, D] -> [B, K, D]
     d = r_prev.shape[-1]
     r = GRUCell(d, name="gru")(y, r_prev)
-    return _layer_norm("norm")(r + MLP(self.hidden, d, name="mlp")(r))
+    return layer_norm(name="norm")(r + FeedForward(self.hidden, d, name="mlp")(r))
 
 
 class InitialSlots(nn.Module):
@@ -78,7 +64,7 @@ class GaussianHead(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    mu, log_sigma = jnp.split(MLP(self.hidden, 2 * self.size, name="mlp")(x), 2, axis=-1)
+    mu, log_sigma = jnp.split(FeedForward(self.hidden, 2 * self.size, name="mlp")(x), 2, axis=-1)
     return mu, log_sigma
 
 
