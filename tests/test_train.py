@@ -129,9 +129,10 @@ def test_checkpoint_errors_and_non_finite_loss(env, tmp_path):
 @needs_sample
 def test_evaluation_on_the_movi_a_sample(env, tmp_path):
   workdir = tmp_path / "run"
-  result = run_main(env, workdir, "--config.train.num_iterations=2", "--config.eval.seeds=2",
-                    mode="train_eval")
-  report = json.loads((workdir / "eval" / "2" / "metrics.json").read_text())
+  relative = os.path.relpath(workdir, ROOT)  # as users type it (orbax needs absolute paths)
+  result = run_main(env, relative, "--config.train.num_iterations=4", "--config.eval.seeds=2",
+                    "--config.checkpoint_every=2", mode="train_eval")
+  report = json.loads((workdir / "eval" / "4" / "metrics.json").read_text())
   assert report["num_videos"] == 2 and report["across_seeds"]["fg_ari"]["seeds"] == 2
   for seed in report["per_seed"]:
     assert sorted(v["name"] for v in seed["videos"]) == ["1055", "1142"]

@@ -96,7 +96,7 @@ class Checkpointer:
                                     or not isinstance(max_to_keep, int) or max_to_keep < 1):
       raise UserError(f"max_to_keep must be a positive integer or None, got {max_to_keep!r}; "
                       "fix the checkpoint max_to_keep setting in the config.")
-    self._directory = epath.Path(directory)
+    self._directory = epath.Path(directory).resolve()  # orbax needs an absolute path
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for item in ITEMS:
       registry.add(item, ocp.args.StandardSave, ocp.handlers.StandardCheckpointHandler)
