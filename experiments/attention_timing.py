@@ -1,6 +1,6 @@
 """The paper's Figure 5: time to produce the attention masks of one 128x128 frame against K.
 
-    python experiments/attention_timing.py --out_dir=experiments/results/attention_timing
+    python -m experiments.attention_timing --out_dir=experiments/results/attention_timing
 
 VONet's parallel attention (one U-Net call on K maps plus the mask transformer) against MONet's
 recurrent attention (K - 1 U-Net calls in a lax.scan) over the same U-Net, MOVi-A sizes, for

@@ -5,7 +5,7 @@ ids 0..K with K = 11 (null + 11 slots), half the pixels copied from the ground t
 are not trivial. Ids are uint8, as MOVi stores them. Prints the seconds of `fg_ari_and_miou` and of
 `fg_ari` + `miou` called separately (two passes over the pixels).
 
-Usage: python experiments/benchmark_metrics.py [--videos 250]
+Usage: python -m experiments.benchmark_metrics [--videos 250]
 """
 import argparse
 import time

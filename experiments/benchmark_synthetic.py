@@ -8,7 +8,7 @@ Prints videos per second for
 With --workers=1 (default) the process is pinned to one CPU core (Linux), so the figures are
 per core even where other processes compete for the machine; CPU seconds are printed too.
 
-Usage: python experiments/benchmark_synthetic.py [--resolution 128] [--videos 40] [--workers 1]
+Usage: python -m experiments.benchmark_synthetic [--resolution 128] [--videos 40] [--workers 1]
 """
 import argparse
 import os

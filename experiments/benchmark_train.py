@@ -1,6 +1,6 @@
 """Benchmark of one training iteration: update, replay collection, sampling, FLOPs, memory.
 
-    python experiments/benchmark_train.py --config=configs/movi_a.py --config.train.batch_size=4
+    python -m experiments.benchmark_train --config=configs/movi_a.py --config.train.batch_size=4
 
 Prints (for any config): parameter count; compiled FLOPs (`cost_analysis`) and memory
 (`memory_analysis`) of the train step; median wall time per update, per collection iteration

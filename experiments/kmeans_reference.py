@@ -9,7 +9,6 @@ videos as `--mode=eval`. Expected wall time: about 0.1-0.3 s per video.
 """
 import json
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -8,7 +8,7 @@ import pytest
 from configs import movi_a, movi_d
 from configs import tiny as tiny_configs
 from vonet_jax import train_step
-from vonet_jax.models.attention import BroadcastConv, ParallelAttention, RecurrentAttention
+from vonet_jax.models.attention import BroadcastConv, RecurrentAttention
 from vonet_jax.models.slots import InitialSlots, balanced_kl, gaussian_kl
 from vonet_jax.models.vonet import VONet, make_model
 
@@ -164,7 +164,6 @@ def test_gradients_of_the_loss_terms(tiny):
   """dVAE: no gradient from cross-entropy or KL. KL balancing: the prior gets kappa and the
   posterior 1 - kappa of the plain KL's gradient."""
   config, variables = tiny
-  model = make_model(config, train=False)
   frames, r_prev = random_inputs(config)
   first = np.array([[True, False, False], [False, False, True]])
 

@@ -7,7 +7,6 @@ buffer holds `config.replay.initial_frames` frames, samples segments and makes o
 (3) writes summaries, evaluates and checkpoints on schedule.
 """
 import signal
-import time
 from typing import Any, Optional
 
 import jax
@@ -39,9 +38,9 @@ class _Preempted:
     self.requested = True
 
 
-def _host_rng(config, iteration: int, purpose: int) -> np.random.Generator:
+def _host_rng(config, iteration: int) -> np.random.Generator:
   """Stateless host randomness: a function of (seed, process, iteration), so resume is exact."""
-  return np.random.default_rng([config.seed, jax.process_index(), iteration, purpose])
+  return np.random.default_rng([config.seed, jax.process_index(), iteration])
 
 
 class ReplayCollector:
@@ -171,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     collector.collect(variables, jax.random.fold_in(key, iteration))
     iteration += 1
     if collector.buffer.ready(config.replay.initial_frames):
-      local = collector.sample(process_batch, _host_rng(config, iteration, 0))
+      local = collector.sample(process_batch, _host_rng(config, iteration))
       batch = sharding.global_batch(mesh, local)
       state, metrics = update(state, batch, sharding.replicate(mesh, np.int32(iteration)))
       collector.read_ahead()  # host work while the device runs the update

@@ -3,7 +3,7 @@
 Both turn the feature map F [B, h, w, C] and the previous trajectory latents r [B, K, D] into
 K attention masks [B, K, h, w] that sum to one over slots at every pixel (SPEC.md section 2).
 """
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -7,7 +7,6 @@ final 1x1 conv to one channel of delta logits.
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from vonet_jax.models.transformer import SlotTransformer
