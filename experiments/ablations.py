@@ -77,11 +77,9 @@ def main(argv):
   for d in FLAGS.datasets:
     rows = {}
     for v in variants:
-      ours = [results[f"{d}_{v}_seed{s}"]["across_seeds"] for s in range(FLAGS.seeds)]
-      rows[v] = dict(fg_ari=[o["fg_ari"]["mean"] for o in ours],
-                     miou=[o["miou"]["mean"] for o in ours])
+      rows[v] = launcher.seed_scores(results, [f"{d}_{v}_seed{s}" for s in range(FLAGS.seeds)])
       lines.append(f"| {d} | {v} | {launcher.seed_mean_std(rows[v]['fg_ari'])} | "
-                   f"{launcher.seed_mean_std(rows[v]['miou'])} | {len(ours)} |")
+                   f"{launcher.seed_mean_std(rows[v]['miou'])} | {FLAGS.seeds} |")
     table[d] = rows
     plot(pathlib.Path(FLAGS.root, f"ablations_{d}.png"), d, rows)
   print("\n".join(lines))

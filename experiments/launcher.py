@@ -58,6 +58,12 @@ def run_all(runs: Sequence[Run], root, data_dir=None, extra=(), dry_run=False) -
   return results
 
 
+def seed_scores(results: dict, names) -> dict:
+  """{fg_ari: [...], miou: [...]}: each named run's across-seeds mean (one value per run)."""
+  ours = [results[name]["across_seeds"] for name in names]
+  return {key: [o[key]["mean"] for o in ours] for key in ("fg_ari", "miou")}
+
+
 def seed_mean_std(values) -> str:
   """'m ± s' in percent of a list of fractions (population std over seeds)."""
   import numpy as np

@@ -40,9 +40,8 @@ def main(argv):
            "|---|---|---|---|---|"]
   table = {}
   for d in FLAGS.datasets:
-    ours = [results[r.name]["across_seeds"] for r in runs if r.dataset == d]
-    ari, iou = [o["fg_ari"]["mean"] for o in ours], [o["miou"]["mean"] for o in ours]
-    table[d] = dict(fg_ari=ari, miou=iou)
+    table[d] = launcher.seed_scores(results, [r.name for r in runs if r.dataset == d])
+    ari, iou = table[d]["fg_ari"], table[d]["miou"]
     paper = PAPER.get(d, ("–", "–"))
     lines.append(f"| {d} | {launcher.seed_mean_std(ari)} | {paper[0]} | "
                  f"{launcher.seed_mean_std(iou)} | {paper[1]} |")

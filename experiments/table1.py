@@ -42,12 +42,10 @@ def main(argv):
            "|---|---|---|---|---|---|"]
   table = {}
   for d in FLAGS.datasets:
-    ours = [results[r.name]["across_seeds"] for r in runs if r.dataset == d]
-    ari = [o["fg_ari"]["mean"] for o in ours]
-    iou = [o["miou"]["mean"] for o in ours]
-    table[d] = dict(fg_ari=ari, miou=iou)
+    table[d] = launcher.seed_scores(results, [r.name for r in runs if r.dataset == d])
+    ari, iou = table[d]["fg_ari"], table[d]["miou"]
     lines.append(f"| {d} | {launcher.seed_mean_std(ari)} | {PAPER[d][0]} | "
-                 f"{launcher.seed_mean_std(iou)} | {PAPER[d][1]} | {len(ours)} |")
+                 f"{launcher.seed_mean_std(iou)} | {PAPER[d][1]} | {len(ari)} |")
   print("\n".join(lines))
   pathlib.Path(FLAGS.root, "table1.json").write_text(json.dumps(table, indent=1))
 
