@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 
 from vonet_jax import (checkpointing, data, metrics, optim, sharding, train_step, video_analysis,
                        visualize)
+from vonet_jax.config_validation import validate_config
 from vonet_jax.errors import UserError
 from vonet_jax.models.vonet import VONet, make_model
 
@@ -136,6 +137,7 @@ def restore_variables(config, workdir, step: Optional[int] = None):
 def run_evaluation(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: scores a checkpoint on the whole validation split, config.eval.seeds times,
   and writes workdir/eval/<step>/metrics.json (per video, per seed, and across seeds)."""
+  validate_config(config, jax.device_count())
   mesh = sharding.make_mesh()
   step = None if config.eval.checkpoint_step < 0 else config.eval.checkpoint_step
   step, variables = restore_variables(config, workdir, step)
