@@ -99,12 +99,18 @@ def summary_of(results: list[dict]) -> dict:
 def evaluate_state(config, state, mesh, writer, iteration: int, num_videos: Optional[int] = None,
                    seed: int = 0, log_file: Optional[epath.Path] = None) -> dict:
   """Periodic evaluation during training on the first num_videos validation videos; appends
-  {iteration, fg_ari, miou} to log_file (JSON lines) when given."""
+  {iteration, fg_ari, miou} to log_file (JSON lines) when given. Also scores whole-video
+  rollouts of as many training videos (scalars train_videos/*, clearly not a test score)."""
   variables = dict(params=state.params, batch_stats=state.batch_stats)
+  mask_fn = make_mask_fn(config, mesh)
+  train = summary_of(evaluate_videos(
+      config, variables, data.validation_videos(config, num_videos, split="train"), mesh, seed,
+      mask_fn))
   results = evaluate_videos(config, variables, data.validation_videos(config, num_videos),
-                            mesh, seed)
+                            mesh, seed, mask_fn)
   summary = summary_of(results)
   writer.write_scalars(iteration, {f"eval/{k}": v["mean"] for k, v in summary.items()})
+  writer.write_scalars(iteration, {f"train_videos/{k}": v["mean"] for k, v in train.items()})
   logging.info("Evaluation at iteration %d on %d videos: FG-ARI %.4f, mIoU %.4f", iteration,
                len(results), summary["fg_ari"]["mean"], summary["miou"]["mean"])
   if log_file is not None and jax.process_index() == 0:

@@ -101,7 +101,7 @@ def _train_stream(source: _Source, instructions, count: int, block: int, seed: i
 
 
 def validation_videos(config, num_videos: int | None = None,
-                      shard_by_process: bool = False) -> Iterator[dict]:
+                      shard_by_process: bool = False, split: str = "validation") -> Iterator[dict]:
   """One deterministic pass over the validation split, in stored order.
 
   Args:
@@ -109,6 +109,8 @@ def validation_videos(config, num_videos: int | None = None,
     num_videos: read only the first `num_videos` videos (None: all).
     shard_by_process: if True, this process reads only its part of them
       (`tfds.split_for_jax_process`); by default every process reads all.
+    split: "validation", or "train" to score training videos the same way (the training
+      summaries' rollout scores).
 
   Returns:
     A finite iterator of {'video': uint8[T, H, W, 3], 'segmentations': int32[T, H, W]
@@ -117,12 +119,12 @@ def validation_videos(config, num_videos: int | None = None,
   if num_videos is not None and num_videos < 0:
     raise UserError(f"num_videos must be >= 0 or None (got {num_videos})")
   source = _open(config)
-  split = source.validation_split
+  split = source.validation_split if split == "validation" else split
   if num_videos is not None:
     available = source.builder.info.splits[split].num_examples
     if num_videos == 0:
       return iter(())
-    split = f"validation[:{min(int(num_videos), available)}]"
+    split = f"{split}[:{min(int(num_videos), available)}]"
   if shard_by_process:
     split = tfds.split_for_jax_process(split)
   dataset = source.builder.as_dataset(
