@@ -126,6 +126,10 @@ def test_fewer_videos_than_stored_reads_a_prefix(data_dir):
   config = tiny_config(data_dir, num_train_videos=1, num_validation_videos=1)
   names = [v["name"] for v in movi.validation_videos(config)]
   assert names == ["validation_000000"]
+  # A prefix of the (already prefixed) split, and the same reader on training videos.
+  assert [v["name"] for v in movi.validation_videos(config, num_videos=1)] == names
+  train = list(movi.validation_videos(config, num_videos=5, split="train"))
+  assert [v["name"] for v in train] == ["train_000000"]
   first = next(movi.train_videos(config))["video"]
   np.testing.assert_array_equal(first, simulate.simulate_video((7, 0, 0), RESOLUTION, 2, 4)[
       "video"])

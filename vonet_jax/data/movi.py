@@ -119,12 +119,13 @@ def validation_videos(config, num_videos: int | None = None,
   if num_videos is not None and num_videos < 0:
     raise UserError(f"num_videos must be >= 0 or None (got {num_videos})")
   source = _open(config)
-  split = source.validation_split if split == "validation" else split
+  split = source.validation_split if split == "validation" else source.train_split
   if num_videos is not None:
     available = source.builder.info.splits[split].num_examples
     if num_videos == 0:
       return iter(())
-    split = f"{split}[:{min(int(num_videos), available)}]"
+    # The splits are whole ("validation") or a prefix ("validation[:50]"): take a shorter prefix.
+    split = f"{split.split('[')[0]}[:{min(int(num_videos), available)}]"
   if shard_by_process:
     split = tfds.split_for_jax_process(split)
   dataset = source.builder.as_dataset(
