@@ -1,6 +1,7 @@
 """Tests of vonet_jax.models.decoder: parameter counts, causality, greedy decoding, loss."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,3 +123,44 @@ def test_bad_shapes_are_rejected(tiny):
     model.apply(params, z, jnp.zeros((2, 10), jnp.int32))
   with pytest.raises(ValueError, match=r"\[B, K, D\]"):
     model.apply(params, z[0], tokens)
+
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_probability_dropout_is_bit_identical_to_flax_dropout(tiny, monkeypatch, remat):
+  # The attention-probability dropout (a memory fix: ProbabilityDropout, key tied to its input
+  # by tie_key_to) draws the same bits as nn.Dropout: the logits, the loss and the parameter
+  # gradients equal those of plain nn.Dropout with the untied key, bit for bit.
+  from vonet_jax.models import transformer
+  model, z, tokens, params = tiny
+  model = model.clone(remat=remat)
+
+  def loss_and_grad():
+    def loss(p):
+      logits = model.apply(p, z, tokens, False, rngs={"dropout": jax.random.key(5)})
+      return token_cross_entropy(logits, tokens).sum(), logits
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+  (new_loss, new_logits), new_grads = loss_and_grad()
+  monkeypatch.setattr(transformer, "ProbabilityDropout", nn.Dropout)
+  (loss, logits), grads = loss_and_grad()
+  np.testing.assert_array_equal(new_logits, logits)
+  np.testing.assert_array_equal(new_loss, loss)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, new_grads, grads)
+  assert not np.allclose(new_logits, model.apply(params, z, tokens, True))  # dropout was active
+
+
+def test_probability_dropout_matches_flax_dropout():
+  from vonet_jax.models.transformer import ProbabilityDropout, tie_key_to
+  x = jax.nn.softmax(jax.random.normal(jax.random.key(0), (3, 7, 5)))
+  rngs = {"dropout": jax.random.key(1)}
+  for rate in (0.1, 0.5):
+    np.testing.assert_array_equal(ProbabilityDropout(rate).apply({}, x, False, rngs=rngs),
+                                  nn.Dropout(rate).apply({}, x, False, rngs=rngs))
+  np.testing.assert_array_equal(ProbabilityDropout(0.3).apply({}, x, True), x)
+  # tie_key_to returns the same key (typed or raw) for finite input.
+  key = jax.random.key(3)
+  np.testing.assert_array_equal(jax.random.key_data(jax.jit(tie_key_to)(key, x)),
+                                jax.random.key_data(key))
+  raw = jax.random.PRNGKey(3)
+  np.testing.assert_array_equal(jax.jit(tie_key_to)(raw, x), raw)

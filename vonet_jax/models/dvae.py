@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vonet_jax.models.transformer import xavier_uniform
+from vonet_jax.models.transformer import tie_key_to, xavier_uniform
 
 _PATCH = 4  # encoder stride: one token per 4x4 patch
 
@@ -63,7 +63,9 @@ def gumbel_softmax(log_probs, tau, rng):
   Returns:
     (relaxed [..., V] float32, tokens int32 [...] = argmax of relaxed).
   """
-  gumbel = jax.random.gumbel(rng, log_probs.shape, jnp.float32)  # [..., V]
+  # The key is tied to log_probs (same key, see tie_key_to): otherwise XLA:CPU draws the noise at
+  # the start of the step, as it depends on the key alone, and keeps it alive meanwhile.
+  gumbel = jax.random.gumbel(tie_key_to(rng, log_probs), log_probs.shape, jnp.float32)  # [..., V]
   relaxed = jax.nn.softmax((log_probs.astype(jnp.float32) + gumbel) / tau, axis=-1)
   return relaxed, jnp.argmax(relaxed, axis=-1).astype(jnp.int32)
 

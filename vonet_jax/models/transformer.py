@@ -33,6 +33,73 @@ def xavier_uniform(gain: float = 1.0):
   return nn.initializers.variance_scaling(gain ** 2, "fan_avg", "uniform")
 
 
+def tie_key_to(key, x):
+  """`key` itself (bit for bit) unless x's first element is NaN, but computed from x.
+
+  Random bits drawn from the result cannot be computed before x exists. Without such a tie XLA:CPU
+  schedules everything that depends on the rng key alone (e.g. threefry's counters, two uint32
+  arrays of the output's shape) at the start of the step and keeps it alive until used: with
+  remat, the decoder's attention-dropout counters of all 8 blocks ([B, H, N, N] x 8 bytes each)
+  and the dVAE's Gumbel noise were alive together. (`jax.lax.optimization_barrier` does not do
+  this: XLA:CPU removes barriers before it schedules.) A NaN in x[0] flips the key's lowest bit;
+  x is then already poisoned.
+  """
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  data = jax.random.key_data(key) if typed else key
+  first = jax.lax.stop_gradient(x.reshape(-1)[0])
+  data = data ^ jnp.isnan(first).astype(data.dtype)
+  return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dropout_saving_output(x, keep, keep_prob):
+  """select(keep, x / keep_prob, 0) (as `nn.Dropout`), differentiated from its output alone."""
+  return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
+
+
+def _dropout_saving_output_fwd(x, keep, keep_prob):
+  y = _dropout_saving_output(x, keep, keep_prob)
+  return y, y
+
+
+def _dropout_saving_output_bwd(keep_prob, y, g):
+  # Where x == 0 and the element was kept, this gives 0 instead of g / keep_prob.
+  # Same order of operations as nn.Dropout's autodiff: select, then divide.
+  return jax.lax.select(y != 0, g, jnp.zeros_like(g)) / keep_prob, None
+
+
+_dropout_saving_output.defvjp(_dropout_saving_output_fwd, _dropout_saving_output_bwd)
+
+
+class ProbabilityDropout(nn.Dropout):
+  """`nn.Dropout` of attention probabilities whose backward pass needs only its output.
+
+  Same rng, mask and output as `nn.Dropout` (same `make_rng` path, same bernoulli draw). The
+  gradient is taken as select(output != 0, g, 0) / keep_prob: it differs from nn.Dropout's only
+  where a kept probability is exactly 0, and there the softmax's backward pass multiplies it by
+  that 0 probability, so the gradient of the attention logits (and of everything before) is the
+  same, bit for bit. Why: with autodiff the backward pass needs the keep mask, and XLA:CPU fuses
+  the mask's comparison into the backward consumers, keeping the two uint32 halves of the threefry
+  output of every block alive until then ([B, H, N, N] x 8 bytes per decoder block); the dropped
+  probabilities are kept anyway (the value matmul's backward pass reads them).
+  """
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: Optional[bool] = None, rng=None):
+    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:
+      return jnp.zeros_like(inputs)
+    if self.broadcast_dims:
+      raise NotImplementedError("ProbabilityDropout has no broadcast_dims")
+    keep_prob = 1.0 - self.rate
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    keep = jax.random.bernoulli(tie_key_to(rng, inputs), p=keep_prob, shape=inputs.shape)
+    return _dropout_saving_output(inputs, keep, keep_prob)
+
+
 def einsum_attention(q, k, v, mask=None, dropout_fn=None):
   """Plain softmax(Q K^T / sqrt(Dh)) V, softmax in float32.
 
@@ -94,7 +161,8 @@ class MultiHeadAttention(nn.Module):
     out_dim: size of the output projection.
     q_bias: add a learned zero-initialised bias [H * Dh] to the projected queries (the authors'
       code quirk; the projections themselves have no bias).
-    dropout_rate: dropout on the attention probabilities and on the projected output.
+    dropout_rate: dropout on the attention probabilities (`ProbabilityDropout`) and on the
+      projected output.
     impl: "xla" (`jax.nn.dot_product_attention`: cuDNN flash attention on a GPU for bf16/fp16
       compute with head size <= 128, XLA otherwise; falls back to "einsum" while probability
       dropout is active, which `dot_product_attention` lacks) or "einsum" (plain softmax).
@@ -121,7 +189,7 @@ class MultiHeadAttention(nn.Module):
     self.o_proj = dense(self.out_dim, kernel_init=xavier_uniform(self.out_init_gain))
     if self.q_bias:
       self.query_bias = self.param("query_bias", nn.initializers.zeros, (inner,))
-    self.attn_dropout = nn.Dropout(self.dropout_rate)
+    self.attn_dropout = ProbabilityDropout(self.dropout_rate)
     self.out_dropout = nn.Dropout(self.dropout_rate)
 
   def _heads(self, x):
