@@ -166,3 +166,40 @@ def test_xavier_uniform_bounds():
   assert float(jnp.abs(kernel).max()) <= bound
   assert float(jnp.abs(kernel).max()) > 0.9 * bound
 
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_dropout_attention_matches_autodiff(dtype, causal):
+  # dropout_attention (softmax, ProbabilityDropout and the value matmul under one custom VJP that
+  # saves only the softmax output) equals einsum_attention with nn.Dropout: the same output bit
+  # for bit, the same gradients to rounding.
+  import flax.linen as nn
+  b, t, h, dh = 2, 6, 2, 4
+  keys = jax.random.split(jax.random.key(0), 4)
+  q, k, v = (jax.random.normal(key, (b, t, h, dh)).astype(dtype) for key in keys[:3])
+  w = jax.random.normal(keys[3], (b, t, h, dh))
+  mask = transformer.causal_mask(t) if causal else None
+  rngs = {"dropout": jax.random.key(7)}
+
+  def output(fused, q, k, v):
+    if fused:  # the fused custom VJP
+      module = transformer.ProbabilityDropout(0.3)
+      fn = lambda mdl: transformer.dropout_attention(q, k, v, mask, mdl)
+    else:  # the reference: autodiff through softmax, nn.Dropout and the value matmul
+      module = nn.Dropout(0.3)
+      fn = lambda mdl: transformer.einsum_attention(
+          q, k, v, mask, functools.partial(mdl, deterministic=False))
+    return nn.apply(fn, module)({}, rngs=rngs)
+
+  def out_and_grads(fused):
+    loss = lambda *qkv: jnp.sum(output(fused, *qkv).astype(jnp.float32) * w)
+    return (jax.jit(functools.partial(output, fused))(q, k, v),
+            jax.jit(jax.grad(loss, (0, 1, 2)))(q, k, v))
+
+  (out, grads), (ref, ref_grads) = out_and_grads(True), out_and_grads(False)
+  np.testing.assert_array_equal(out, ref)
+  assert not np.allclose(out, transformer.einsum_attention(q, k, v, mask))  # dropout was active
+  tol = dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else dict(rtol=1e-2, atol=1e-2)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), **tol)

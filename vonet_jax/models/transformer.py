@@ -95,9 +95,74 @@ class ProbabilityDropout(nn.Dropout):
       raise NotImplementedError("ProbabilityDropout has no broadcast_dims")
     keep_prob = 1.0 - self.rate
     if rng is None:
-      rng = self.make_rng(self.rng_collection)
+      rng = self.key()
     keep = jax.random.bernoulli(tie_key_to(rng, inputs), p=keep_prob, shape=inputs.shape)
     return _dropout_saving_output(inputs, keep, keep_prob)
+
+  def key(self):
+    """The rng key `__call__` draws its mask from (one `make_rng`; call one of the two once)."""
+    return self.make_rng(self.rng_collection)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
+  """einsum(select(keep, softmax(logits).astype(dtype) / keep_prob, 0), v), saving P alone.
+
+  Forward: exactly `einsum_attention`'s softmax -> `ProbabilityDropout` -> value matmul (same
+  operations, same bernoulli draw from `key` tied to the probabilities). Backward: autodiff's
+  operations in autodiff's order (value matmul, dropout: select then divide, the cast, softmax's
+  transposed JVP), with the keep mask regenerated from `key` and the dropped probabilities
+  recomputed from the saved float32 softmax output P. So the only full-size residual is P: autodiff
+  keeps both P (softmax backward) and the dropped probabilities D (value matmul backward),
+  2 x [B, H, T, S] float32 per attention layer.
+
+  Args:
+    logits: [B, H, T, S] float32, masked already.
+    v: [B, S, H, Dh] values.
+    key: the dropout rng key (typed or raw).
+    keep_prob: 1 - dropout rate, in (0, 1).
+    dtype: the dtype of the probabilities fed to the value matmul (q's dtype).
+
+  Returns:
+    [B, T, H, Dh].
+  """
+  return _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype)[0]
+
+
+def _dropped(probs, key, keep_prob, tie_to):
+  # nn.Dropout's arithmetic (ProbabilityDropout.__call__): bernoulli keep mask, select(keep, x / p, 0).
+  keep = jax.random.bernoulli(tie_key_to(key, tie_to), p=keep_prob, shape=probs.shape)
+  return keep, jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))
+
+
+def _values(d, v):
+  return jnp.einsum("bhts,bshd->bthd", d, v)  # [B, T, H, Dh]
+
+
+def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
+  p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
+  probs = p.astype(dtype)
+  _, d = _dropped(probs, key, keep_prob, probs)
+  return _values(d, v), (p, v, key)
+
+
+def _softmax_dropout_values_bwd(keep_prob, dtype, res, g):
+  p, v, key = res
+  probs = p.astype(dtype)
+  # Tied to the output's cotangent: the mask's random bits cannot be computed before the backward
+  # pass reaches this layer (else XLA:CPU may schedule them early and keep them alive). Same key.
+  keep, d = _dropped(probs, key, keep_prob, g)
+  _, values_vjp = jax.vjp(_values, d, v)
+  dd, dv = values_vjp(g)
+  dprobs = jax.lax.select(keep, dd, jnp.zeros_like(dd)) / keep_prob  # nn.Dropout's transpose
+  dp = dprobs.astype(jnp.float32)
+  # jax.nn.softmax's JVP, y * (x_dot - sum(y * x_dot)), transposed as autodiff does.
+  softmax_jvp = lambda x_dot: p * (x_dot - (p * x_dot).sum(-1, keepdims=True))
+  (dlogits,) = jax.linear_transpose(softmax_jvp, p)(dp)
+  return dlogits, dv, None
+
+
+_softmax_dropout_values.defvjp(_softmax_dropout_values_fwd, _softmax_dropout_values_bwd)
 
 
 def einsum_attention(q, k, v, mask=None, dropout_fn=None):
@@ -113,14 +178,32 @@ def einsum_attention(q, k, v, mask=None, dropout_fn=None):
   Returns:
     [B, T, H, Dh] attended values, in q's dtype.
   """
-  scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale  # [B, H, T, S]
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  logits = _masked_logits(q, k, mask)  # [B, H, T, S] float32
   probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)  # [B, H, T, S]
   if dropout_fn is not None:
     probs = dropout_fn(probs)
   return jnp.einsum("bhts,bshd->bthd", probs, v)  # [B, T, H, Dh]
+
+
+def _masked_logits(q, k, mask):
+  """Q K^T / sqrt(Dh) in float32, masked positions at float32's minimum: [B, H, T, S]."""
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale  # [B, H, T, S]
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  return logits
+
+
+def dropout_attention(q, k, v, mask, dropout: "ProbabilityDropout"):
+  """`einsum_attention(q, k, v, mask, partial(dropout, deterministic=False))`, less memory.
+
+  Same forward output, bit for bit (same rng, same mask), and the same gradients (autodiff's
+  operations, see `_softmax_dropout_values`), but the backward pass keeps one [B, H, T, S]
+  float32 array (the softmax output) per call instead of two. `dropout.rate` must be in (0, 1).
+  """
+  logits = _masked_logits(q, k, mask)  # [B, H, T, S] float32
+  return _softmax_dropout_values(logits, v, dropout.key(), 1.0 - dropout.rate,
+                                 jnp.dtype(q.dtype))
 
 
 def _dot_product_attention(q, k, v, mask, causal):
@@ -161,7 +244,8 @@ class MultiHeadAttention(nn.Module):
     out_dim: size of the output projection.
     q_bias: add a learned zero-initialised bias [H * Dh] to the projected queries (the authors'
       code quirk; the projections themselves have no bias).
-    dropout_rate: dropout on the attention probabilities (`ProbabilityDropout`) and on the
+    dropout_rate: dropout on the attention probabilities (`ProbabilityDropout`, applied by
+      `dropout_attention`: softmax, dropout and value matmul under one custom VJP) and on the
       projected output.
     impl: "xla" (`jax.nn.dot_product_attention`: cuDNN flash attention on a GPU for bf16/fp16
       compute with head size <= 128, XLA otherwise; falls back to "einsum" while probability
@@ -226,10 +310,13 @@ class MultiHeadAttention(nn.Module):
       if causal:
         cm = causal_mask(q.shape[1])  # [1, 1, T, T]
         mask = cm if mask is None else jnp.logical_and(mask, cm)
-      dropout_fn = None
-      if dropout_active:
-        dropout_fn = functools.partial(self.attn_dropout, deterministic=False)
-      out = einsum_attention(q, k, v, mask, dropout_fn)  # [B, T, H, Dh]
+      if dropout_active and self.dropout_rate < 1.0:
+        out = dropout_attention(q, k, v, mask, self.attn_dropout)  # [B, T, H, Dh]
+      else:
+        dropout_fn = None
+        if dropout_active:
+          dropout_fn = functools.partial(self.attn_dropout, deterministic=False)
+        out = einsum_attention(q, k, v, mask, dropout_fn)  # [B, T, H, Dh]
     out = out.reshape(out.shape[:2] + (self.num_heads * self.head_dim,))  # [B, T, H*Dh]
     return self.out_dropout(self.o_proj(out), deterministic=deterministic)  # [B, T, out_dim]
 
