@@ -157,14 +157,15 @@ def test_probability_dropout_matches_flax_dropout_and_autodiff(tiny, monkeypatch
   assert not np.allclose(new_logits, model.apply(params, z, tokens, True))  # dropout was active
 
 
-def test_probability_dropout_matches_flax_dropout():
+def test_probability_dropout_key_draws_the_mask_of_flax_dropout():
   from vonet_jax.models.transformer import ProbabilityDropout, tie_key_to
   x = jax.nn.softmax(jax.random.normal(jax.random.key(0), (3, 7, 5)))
   rngs = {"dropout": jax.random.key(1)}
   for rate in (0.1, 0.5):
-    np.testing.assert_array_equal(ProbabilityDropout(rate).apply({}, x, False, rngs=rngs),
+    key = ProbabilityDropout(rate).apply({}, method=ProbabilityDropout.key, rngs=rngs)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    np.testing.assert_array_equal(jnp.where(keep, x / (1.0 - rate), 0.0),
                                   nn.Dropout(rate).apply({}, x, False, rngs=rngs))
-  np.testing.assert_array_equal(ProbabilityDropout(0.3).apply({}, x, True), x)
   # tie_key_to returns the same key (typed or raw) for finite input.
   key = jax.random.key(3)
   np.testing.assert_array_equal(jax.random.key_data(jax.jit(tie_key_to)(key, x)),

@@ -51,53 +51,12 @@ def tie_key_to(key, x):
   return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dropout_saving_output(x, keep, keep_prob):
-  """select(keep, x / keep_prob, 0) (as `nn.Dropout`), differentiated from its output alone."""
-  return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
-
-
-def _dropout_saving_output_fwd(x, keep, keep_prob):
-  y = _dropout_saving_output(x, keep, keep_prob)
-  return y, y
-
-
-def _dropout_saving_output_bwd(keep_prob, y, g):
-  # Where x == 0 and the element was kept, this gives 0 instead of g / keep_prob.
-  # Same order of operations as nn.Dropout's autodiff: select, then divide.
-  return jax.lax.select(y != 0, g, jnp.zeros_like(g)) / keep_prob, None
-
-
-_dropout_saving_output.defvjp(_dropout_saving_output_fwd, _dropout_saving_output_bwd)
-
-
 class ProbabilityDropout(nn.Dropout):
-  """`nn.Dropout` of attention probabilities whose backward pass needs only its output.
+  """`nn.Dropout` of the attention probabilities, whose key `dropout_attention` draws.
 
-  Same rng, mask and output as `nn.Dropout` (same `make_rng` path, same bernoulli draw). The
-  gradient is taken as select(output != 0, g, 0) / keep_prob: it differs from nn.Dropout's only
-  where a kept probability is exactly 0, and there the softmax's backward pass multiplies it by
-  that 0 probability, so the gradient of the attention logits (and of everything before) is the
-  same, bit for bit. Why: with autodiff the backward pass needs the keep mask, and XLA:CPU fuses
-  the mask's comparison into the backward consumers, keeping the two uint32 halves of the threefry
-  output of every block alive until then ([B, H, N, N] x 8 bytes per decoder block); the dropped
-  probabilities are kept anyway (the value matmul's backward pass reads them).
+  Called as a module it is `nn.Dropout`; `dropout_attention` instead takes its key (the same
+  `make_rng` path, so the same mask) and applies it inside one custom VJP.
   """
-
-  @nn.compact
-  def __call__(self, inputs, deterministic: Optional[bool] = None, rng=None):
-    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-    if self.rate == 0.0 or deterministic:
-      return inputs
-    if self.rate == 1.0:
-      return jnp.zeros_like(inputs)
-    if self.broadcast_dims:
-      raise NotImplementedError("ProbabilityDropout has no broadcast_dims")
-    keep_prob = 1.0 - self.rate
-    if rng is None:
-      rng = self.key()
-    keep = jax.random.bernoulli(tie_key_to(rng, inputs), p=keep_prob, shape=inputs.shape)
-    return _dropout_saving_output(inputs, keep, keep_prob)
 
   def key(self):
     """The rng key `__call__` draws its mask from (one `make_rng`; call one of the two once)."""
@@ -130,7 +89,7 @@ def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
 
 
 def _dropped(probs, key, keep_prob, tie_to):
-  # nn.Dropout's arithmetic (ProbabilityDropout.__call__): bernoulli keep mask, select(keep, x / p, 0).
+  # nn.Dropout's arithmetic: bernoulli keep mask, select(keep, x / p, 0).
   keep = jax.random.bernoulli(tie_key_to(key, tie_to), p=keep_prob, shape=probs.shape)
   return keep, jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))
 
