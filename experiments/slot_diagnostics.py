@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file of the run.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Workdir of the run.")
 flags.DEFINE_integer("num_videos", 8, "First validation videos used (at least 2).")
+flags.DEFINE_list("steps", None, "Only these checkpoint steps (default: every kept one).")
 flags.DEFINE_string("json_out", None, "Also write the rows to this JSON file.")
 
 
@@ -29,6 +30,8 @@ def main(argv):
   videos = list(data.validation_videos(config, FLAGS.num_videos))
   with checkpointing.Checkpointer(epath.Path(FLAGS.workdir) / "checkpoints") as ckpt:
     steps = ckpt.all_steps()
+  if FLAGS.steps:
+    steps = [s for s in steps if str(s) in FLAGS.steps]
   print("| step | spread f0 / f4 / last | above 0.3 f0 / f4 / last | FG-ARI argmax | "
         "token CE own / other video / zero |")
   print("|---|---|---|---|---|")
