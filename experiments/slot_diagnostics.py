@@ -4,7 +4,7 @@
         --workdir=runs/learn --num_videos=8 --json_out=runs/learn/slot_diagnostics.json
 
 Prints one row per kept checkpoint: slot spread and share of pixels above the mask threshold at
-frames 0, 4 and the last; FG-ARI of argmax masks (no threshold); token cross-entropy given the
+frames 0, 4 and the last (threshold: config.eval.mask_threshold); FG-ARI of argmax masks (no threshold); token cross-entropy given the
 frame's own slots, another video's slots and zero slots. About 10-30 s per checkpoint on a CPU
 for the CPU configs.
 """
@@ -32,8 +32,8 @@ def main(argv):
     steps = ckpt.all_steps()
   if FLAGS.steps:
     steps = [s for s in steps if str(s) in FLAGS.steps]
-  print("| step | spread f0 / f4 / last | above 0.3 f0 / f4 / last | FG-ARI argmax | "
-        "token CE own / other video / zero |")
+  print(f"| step | spread f0 / f4 / last | above {config.eval.mask_threshold} f0 / f4 / last | "
+        "FG-ARI argmax | token CE own / other video / zero |")
   print("|---|---|---|---|---|")
   rows = []
   for step in steps:
