@@ -24,6 +24,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.synthetic.min_objects = 3
   config.data.synthetic.max_objects = 10
   config.data.synthetic.seed = 0
+  config.data.synthetic.zoom = 1.0  # camera focal length / MOVi-A's; 2 shows objects twice as large
 
   # --- Model (SPEC.md section 2) ------------------------------------------------------------
   m = config.model = ml_collections.ConfigDict()

@@ -136,7 +136,8 @@ def test_fewer_videos_than_stored_reads_a_prefix(data_dir):
 
 
 def test_stored_dataset_that_does_not_match_is_a_one_line_error(data_dir):
-  for changed in (dict(num_train_videos=NUM_TRAIN + 1), dict(seed=8), dict(max_objects=5)):
+  for changed in (dict(num_train_videos=NUM_TRAIN + 1), dict(seed=8), dict(max_objects=5),
+                  dict(zoom=2.0)):
     with pytest.raises(UserError) as error:
       next(movi.train_videos(tiny_config(data_dir, **changed)))
     message = str(error.value)
@@ -148,6 +149,23 @@ def test_bad_generation_parameters():
     synthetic.GenerationParams(min_objects=5, max_objects=4).check()
   with pytest.raises(UserError, match="at least one"):
     synthetic.GenerationParams(num_validation_videos=0).check()
+  with pytest.raises(UserError, match="zoom"):
+    synthetic.GenerationParams(zoom=0.5).check()
+
+
+def test_zoom_magnifies_the_same_scene():
+  """Zoom 2 shows the middle of the same scene: the same objects, twice as large in pixels."""
+  wide = simulate.simulate_video((0, 0, 1), RESOLUTION, 3, 5)
+  close = simulate.simulate_video((0, 0, 1), RESOLUTION, 3, 5, zoom=2.0)
+  assert close["camera"]["focal_length"] == 2 * wide["camera"]["focal_length"]
+  np.testing.assert_array_equal(close["instances"][0]["positions"],
+                                wide["instances"][0]["positions"])
+  # The middle half of the wide picture, upsampled 2x, against the zoomed picture.
+  q = RESOLUTION // 4
+  middle = (wide["segmentations"][:, q:-q, q:-q, 0] > 0).repeat(2, axis=1).repeat(2, axis=2)
+  zoomed = close["segmentations"][..., 0] > 0
+  assert zoomed.mean() > 2 * (wide["segmentations"] > 0).mean()
+  assert (middle == zoomed).mean() > 0.97
 
 
 def test_command_line_builds_and_prints_one_line(tmp_path):

@@ -25,7 +25,6 @@ import pybullet
 
 FOCAL_LENGTH_MM = 35.0
 SENSOR_WIDTH_MM = 32.0
-FIELD_OF_VIEW = 2.0 * np.arctan(SENSOR_WIDTH_MM / (2.0 * FOCAL_LENGTH_MM))  # radians
 CAMERA_BASE_POSITION = np.array([7.48113, -6.50764, 5.34367])
 NEAR, FAR = 1.0, 400.0  # clip planes (scene units); the floor reaches beyond the horizon
 
@@ -38,6 +37,12 @@ SHADOW_DARKNESS = 0.45   # a fully shadowed floor pixel keeps 55% of its colour
 SHADOW_SOFTNESS = 0.35   # penumbra width, as a fraction of the occluder's radius
 
 
+def field_of_view(zoom: float = 1.0) -> float:
+  """Horizontal (= vertical) field of view in radians of the MOVi-A lens with its focal length
+  multiplied by `zoom` (zoom 2 shows the middle half of the picture at twice the size)."""
+  return float(2.0 * np.arctan(SENSOR_WIDTH_MM / (2.0 * FOCAL_LENGTH_MM * zoom)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Camera:
   """A pinhole camera looking at the origin.
@@ -45,9 +50,15 @@ class Camera:
   Attributes:
     position: float64[3], world position.
     light_direction: float64[3], unit vector from the scene towards the light.
+    zoom: focal length as a multiple of MOVi-A's 35 mm (1: MOVi-A).
   """
   position: np.ndarray
   light_direction: np.ndarray
+  zoom: float = 1.0
+
+  @property
+  def field_of_view(self) -> float:
+    return field_of_view(self.zoom)
 
   @property
   def quaternion(self) -> np.ndarray:
@@ -69,7 +80,7 @@ class Camera:
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
     ndc = (np.arange(resolution) + 0.5) / resolution * 2.0 - 1.0
-    half_width = np.tan(FIELD_OF_VIEW / 2.0)
+    half_width = np.tan(self.field_of_view / 2.0)
     rays = (forward[None, None, :] + half_width * ndc[None, :, None] * right
             - half_width * ndc[:, None, None] * up)  # rows go down the image
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -77,14 +88,15 @@ class Camera:
     return (self.position[:2] + distance[..., None] * rays[..., :2]).astype(np.float32)
 
 
-def sample_camera(rng: np.random.Generator) -> Camera:
-  """The MOVi-A camera: base position plus uniform [0, 1)^3 jitter, and its light."""
+def sample_camera(rng: np.random.Generator, zoom: float = 1.0) -> Camera:
+  """The MOVi-A camera: base position plus uniform [0, 1)^3 jitter, and its light; `zoom`
+  multiplies the focal length (the draws from `rng` do not depend on it)."""
   position = CAMERA_BASE_POSITION + rng.random(3)
   forward = -position[:2] / np.linalg.norm(position[:2])  # horizontal viewing direction
   right = np.array([forward[1], -forward[0]])
   horizontal = _LIGHT_RIGHT * right + _LIGHT_BEYOND * forward
   light = np.array([horizontal[0], horizontal[1], _LIGHT_UP])
-  return Camera(position=position, light_direction=light / np.linalg.norm(light))
+  return Camera(position=position, light_direction=light / np.linalg.norm(light), zoom=zoom)
 
 
 def plane_color(client: int, camera: Camera, rgba) -> np.ndarray:
@@ -154,7 +166,7 @@ def render_frame(client: int, camera: Camera, resolution: int, background: np.nd
       cameraEyePosition=camera.position.tolist(), cameraTargetPosition=[0.0, 0.0, 0.0],
       cameraUpVector=[0.0, 0.0, 1.0], physicsClientId=client)
   projection = pybullet.computeProjectionMatrixFOV(
-      fov=float(np.degrees(FIELD_OF_VIEW)), aspect=1.0, nearVal=NEAR, farVal=FAR,
+      fov=float(np.degrees(camera.field_of_view)), aspect=1.0, nearVal=NEAR, farVal=FAR,
       physicsClientId=client)
   _, _, rgba, _, segmentation = pybullet.getCameraImage(
       resolution, resolution, viewMatrix=view, projectionMatrix=projection,

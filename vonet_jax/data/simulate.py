@@ -92,7 +92,7 @@ def sample_objects(rng: np.random.Generator, min_objects: int, max_objects: int)
 
 
 def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, max_objects: int,
-                   num_frames: int = 24) -> dict:
+                   num_frames: int = 24, zoom: float = 1.0) -> dict:
   """Samples, simulates and renders one video.
 
   Args:
@@ -100,6 +100,8 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
     resolution: frame height = width.
     min_objects, max_objects: range of the number of objects placed.
     num_frames: frames rendered at 12 fps.
+    zoom: the camera's focal length as a multiple of MOVi-A's (1); the same scene and motion
+      whatever the zoom, only the picture's field of view changes.
 
   Returns:
     A dict in the layout of the TFDS features of `synthetic.py`:
@@ -118,7 +120,7 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
   pybullet.setPhysicsEngineParameter(
       fixedTimeStep=1.0 / STEP_RATE, deterministicOverlappingPairs=1, physicsClientId=client)
   pybullet.setGravity(0.0, 0.0, -GRAVITY, physicsClientId=client)
-  camera = render.sample_camera(rng)
+  camera = render.sample_camera(rng, zoom)
   floor_rgb = render.plane_color(client, camera, [*FLOOR_RGB, 1.0])
   _add_floor(client)
   specs = sample_objects(rng, min_objects, max_objects)
@@ -169,9 +171,9 @@ def simulate_video(entropy: Sequence[int], resolution: int, min_objects: int, ma
       "camera": {
           "positions": np.tile(camera.position.astype(np.float32), (num_frames, 1)),
           "quaternions": np.tile(camera.quaternion, (num_frames, 1)),
-          "focal_length": np.float32(render.FOCAL_LENGTH_MM),
+          "focal_length": np.float32(render.FOCAL_LENGTH_MM * zoom),
           "sensor_width": np.float32(render.SENSOR_WIDTH_MM),
-          "field_of_view": np.float32(render.FIELD_OF_VIEW),
+          "field_of_view": np.float32(camera.field_of_view),
       },
       "instances": instances,
   }

@@ -16,9 +16,10 @@ Builder configs '64x64' and '128x128' (version 1.0.0); splits `train` and `valid
 Video i of a split depends only on (seed, split, i): the seed sequence is (seed, 0 or 1, i), and
 the resolution only changes how it is drawn. Examples are stored in index order.
 
-Generation parameters (counts, object range, seed) are builder arguments, recorded in the
-dataset's metadata.json. `ensure_dataset` accepts an existing dataset made with the same seed and
-object range and at least as many videos as asked (it then reads the first ones: the same
+Generation parameters (counts, object range, seed, camera zoom) are builder arguments, recorded
+in the dataset's metadata.json. `zoom` multiplies the camera's focal length (1: MOVi-A's camera;
+2: the middle of the same scene, objects twice as large in pixels). `ensure_dataset` accepts an
+existing dataset made with the same seed, object range and zoom and at least as many videos as asked (it then reads the first ones: the same
 videos a smaller build would have made); anything else is a `UserError` saying to delete the
 folder or pick another data_dir. Building takes a lock file, so processes sharing a data_dir
 build once. `num_workers` > 1 simulates in a spawn process pool (each worker starts in a few
@@ -49,6 +50,7 @@ RESOLUTIONS = (64, 128)
 NUM_FRAMES = 24
 SPLIT_IDS = {"train": 0, "validation": 1}
 MAX_OBJECTS = 24  # ids >= 25 count as background in the metrics (SPEC.md section 5)
+MAX_ZOOM = 4.0  # beyond it most objects leave the picture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,7 @@ class GenerationParams:
   min_objects: int = 3
   max_objects: int = 10
   seed: int = 0
+  zoom: float = 1.0  # camera focal length / MOVi-A's (render.field_of_view); 1: MOVi-A
 
   @classmethod
   def from_config(cls, config) -> "GenerationParams":
@@ -67,7 +70,7 @@ class GenerationParams:
     params = cls(num_train_videos=int(s.num_train_videos),
                  num_validation_videos=int(s.num_validation_videos),
                  min_objects=int(s.min_objects), max_objects=int(s.max_objects),
-                 seed=int(s.seed))
+                 seed=int(s.seed), zoom=float(s.zoom))
     params.check()
     return params
 
@@ -82,10 +85,13 @@ class GenerationParams:
           f"synthetic dataset object range {self.min_objects}..{self.max_objects} is invalid: "
           f"set config.data.synthetic.min_objects / max_objects with "
           f"1 <= min <= max <= {MAX_OBJECTS}")
+    if not 1.0 <= self.zoom <= MAX_ZOOM:
+      raise UserError(f"synthetic dataset zoom {self.zoom} is invalid: set "
+                      f"config.data.synthetic.zoom between 1 (MOVi-A's camera) and {MAX_ZOOM}")
 
   def describe(self) -> str:
     return (f"{self.num_train_videos} train + {self.num_validation_videos} validation videos, "
-            f"{self.min_objects}-{self.max_objects} objects, seed {self.seed}")
+            f"{self.min_objects}-{self.max_objects} objects, zoom {self.zoom:g}, seed {self.seed}")
 
 
 @dataclasses.dataclass(eq=False)
@@ -173,7 +179,8 @@ class SyntheticMovi(tfds.core.GeneratorBasedBuilder,
     p = self._params
     make = functools.partial(  # picklable (a function of `simulate`) for worker processes
         simulate.simulate_video, resolution=self.builder_config.resolution,
-        min_objects=p.min_objects, max_objects=p.max_objects, num_frames=NUM_FRAMES)
+        min_objects=p.min_objects, max_objects=p.max_objects, num_frames=NUM_FRAMES,
+        zoom=p.zoom)
     entropies = [(p.seed, SPLIT_IDS[split], i) for i in range(count)]
     with _mapper(self._num_workers) as map_in_order:
       progress = tqdm.tqdm(map_in_order(make, entropies), total=count, desc=f"{NAME} {split}",
@@ -237,13 +244,13 @@ def ensure_dataset(data_dir: str, resolution: int, params: GenerationParams,
 
 def _check_stored(builder, params: GenerationParams):
   """UserError unless the stored dataset holds the videos `params` asks for."""
-  stored = dict(builder.info.metadata or {})
+  stored = {"zoom": 1.0, **(builder.info.metadata or {})}  # datasets from before zoom existed
   try:
-    have = GenerationParams(**{k: int(stored[k]) for k in
-                               dataclasses.asdict(params)})
+    have = GenerationParams(**{field.name: field.type(stored[field.name])
+                               for field in dataclasses.fields(GenerationParams)})
   except (KeyError, TypeError, ValueError):
     have = None
-  ok = (have is not None and have.seed == params.seed
+  ok = (have is not None and have.seed == params.seed and have.zoom == params.zoom
         and have.min_objects == params.min_objects and have.max_objects == params.max_objects
         and have.num_train_videos >= params.num_train_videos
         and have.num_validation_videos >= params.num_validation_videos)
@@ -278,7 +285,8 @@ def main(argv):
   f = flags.FLAGS
   params = GenerationParams(num_train_videos=f.num_videos,
                             num_validation_videos=f.num_validation_videos,
-                            min_objects=f.min_objects, max_objects=f.max_objects, seed=f.seed)
+                            min_objects=f.min_objects, max_objects=f.max_objects, seed=f.seed,
+                            zoom=f.zoom)
   start = time.perf_counter()
   try:
     builder, _, _ = ensure_dataset(f.data_dir, f.resolution, params, num_workers=f.num_workers)
@@ -302,6 +310,7 @@ def _define_flags():
   flags.DEFINE_integer("min_objects", defaults.min_objects, "Fewest objects per video.")
   flags.DEFINE_integer("max_objects", defaults.max_objects, "Most objects per video.")
   flags.DEFINE_integer("seed", defaults.seed, "Dataset seed.")
+  flags.DEFINE_float("zoom", defaults.zoom, "Camera focal length / MOVi-A's (larger objects).")
   flags.DEFINE_integer("num_workers", 1, "Processes simulating videos in parallel.")
 
 
