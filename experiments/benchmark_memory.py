@@ -14,17 +14,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures, compiled_flops
+from experiments.model_parts import bulk_key, grad_function, model_parts
 from vonet_jax import optim, sharding, train_step
-from vonet_jax.models.backbone import Backbone
-from vonet_jax.models.decoder import TransformerDecoder
-from vonet_jax.models.dvae import DVAE
-from vonet_jax.models.transformer import SlotTransformer
-from vonet_jax.models.unet import UNet
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/movi_a.py", "Config file.", lock_config=True)
@@ -47,38 +42,13 @@ def compiled_update(config):
   return step.lower(state, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
 
 
-def grad_flops(module, *args, **kwargs) -> float:
-  """FLOPs of forward + backward of sum(module(*args)) w.r.t. its parameters."""
-  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-  variables = jax.eval_shape(lambda: module.init(rngs, *args, **kwargs))
-
-  def loss(v):
-    out = module.apply(v, *args, **kwargs, rngs={"dropout": jax.random.key(1)},
-                       mutable=["batch_stats"])[0]
-    return sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree_util.tree_leaves(out))
-
-  return compiled_flops(jax.jit(jax.grad(loss)).lower(variables).compile())
-
-
 def breakdown(config) -> dict:
-  cfg = ml_collections.FrozenConfigDict(config.model)
-  n = config.train.batch_size * config.train.segment_length  # frames per update
-  res, k, h = config.data.resolution, cfg.num_slots, config.data.resolution // 2
-  parts = dict(
-      backbone=grad_flops(Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size),
-                          jnp.ones((n, res, res, 3)), True),
-      unet=grad_flops(UNet(tuple(cfg.unet_channels), cfg.unet_fc, None),
-                      jnp.ones((n, k, h, h, cfg.feature_size))),
-      mask_transformer=grad_flops(SlotTransformer(**cfg.mask_transformer),
-                                  jnp.ones((n, k, cfg.unet_fc))),
-      dvae=grad_flops(DVAE(cfg.dvae.vocab_size, cfg.dvae.hidden), jnp.ones((n, res, res, 3)),
-                      0.5, jax.random.key(0)),
-      decoder=grad_flops(TransformerDecoder(
-          cfg.dvae.vocab_size, (res // 4) ** 2, cfg.decoder.d_model, cfg.decoder.num_heads,
-          cfg.decoder.num_layers, cfg.decoder.ffn_dim, cfg.decoder.dropout, cfg.mlp_hidden),
-          jnp.ones((n, k, cfg.slot_size)), jnp.ones((n, (res // 4) ** 2), jnp.int32),
-          deterministic=False))
-  return {name: value / 1e12 for name, value in parts.items()}
+  """TFLOP of forward + backward of each part (`model_parts`), from XLA's cost analysis."""
+  flops = {}
+  for name, (module, args, kwargs) in model_parts(config).items():
+    grad, variables = grad_function(module, args, kwargs, bulk_key(config, 1))
+    flops[name] = compiled_flops(grad.lower(variables).compile()) / 1e12
+  return flops
 
 
 def main(argv):

@@ -40,3 +40,14 @@ def test_dry_run_prints_the_training_commands():
   out = run_module("experiments.single_frame", "--dry_run", "--datasets=movi_c", "--seeds=1")
   assert "--config.train.segment_length=1" in out and "--config.replay.enabled=False" in out
   assert "--config.eval.independent_frames=True" in out and "configs/movi_c.py" in out
+
+
+def test_benchmark_parts_times_each_part(tmp_path):
+  out_json = tmp_path / "parts.json"
+  out = run_module("experiments.benchmark_parts", "--config=configs/tiny.py", "--batch_size=1",
+                   "--repeats=1", "--parts=unet,decoder", f"--json_out={out_json}")
+  figures = json.loads(out_json.read_text())
+  assert figures["frames"] == 3 and list(figures["parts"]) == ["unet", "decoder"]
+  for part in figures["parts"].values():
+    assert part["seconds"] > 0 and part["gflops"] > 0
+  assert "| unet |" in out and "| decoder |" in out

@@ -190,6 +190,32 @@ def test_gradients_of_the_loss_terms(tiny):
       np.testing.assert_allclose(a, share / 0.5 * b, rtol=1e-4, atol=1e-3)
 
 
+def test_bulk_rng_rbg_redraws_only_dropout_and_gumbel_noise(tiny):
+  """train.bulk_rng='rbg': the same slot noise (KL identical), other dropout and Gumbel draws
+  (dVAE error differs), with the right distributions."""
+  config, variables = tiny
+  frames, r_prev = random_inputs(config)
+  batch = dict(frames=frames, state=r_prev, frame_index=np.array([[0, 1, 2], [5, 6, 7]]))
+  metrics = {}
+  for impl in ("threefry", "rbg"):
+    cfg = config.copy_and_resolve_references()
+    cfg.train.bulk_rng = impl
+    _, (_, metrics[impl], _) = train_step.segment_loss(
+        cfg, make_model(cfg, train=True), variables["params"], variables["batch_stats"], batch,
+        100, jax.random.key(3))
+  np.testing.assert_array_equal(metrics["rbg"]["kl_total"], metrics["threefry"]["kl_total"])
+  assert float(metrics["rbg"]["dvae_mse"]) != float(metrics["threefry"]["dvae_mse"])
+  assert np.isfinite(float(metrics["rbg"]["loss"]))
+  cfg = config.copy_and_resolve_references()
+  cfg.train.bulk_rng = "rbg"
+  rngs = train_step.model_rngs(cfg, jax.random.key(3))
+  assert jax.random.key_impl(rngs["dropout"]) != jax.random.key_impl(rngs["noise"])
+  keep = jax.random.bernoulli(rngs["dropout"], 0.9, (1_000_000,))
+  assert abs(float(keep.mean()) - 0.9) < 0.002  # 6.7 standard deviations
+  gumbel = jax.random.gumbel(rngs["gumbel"], (1_000_000,))
+  assert abs(float(gumbel.mean()) - np.euler_gamma) < 0.01  # 7.8 standard deviations
+
+
 def test_gaussian_kl_matches_closed_form_and_balancing_value():
   mu_q, ls_q, mu_p, ls_p = (jnp.array([[0.3, -1.0]]), jnp.array([[0.1, -0.2]]),
                             jnp.array([[0.0, 0.5]]), jnp.array([[0.4, 0.0]]))

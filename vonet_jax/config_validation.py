@@ -39,6 +39,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   _require(t.batch_size >= 1 and t.batch_size % num_devices == 0, "train.batch_size",
            f"{t.batch_size} is not divisible by the {num_devices} devices; "
            f"use a multiple of {num_devices}")
+  _require(t.bulk_rng in ("threefry", "rbg"), "train.bulk_rng",
+           f"use 'threefry' or 'rbg', got {t.bulk_rng!r}")
   _require(t.segment_length >= 1, "train.segment_length", f"must be >= 1, got {t.segment_length}")
   _require(t.num_iterations >= 1, "train.num_iterations", f"must be >= 1, got {t.num_iterations}")
   _require(r.num_workers >= 1, "replay.num_workers", f"must be >= 1, got {r.num_workers}")

@@ -28,6 +28,20 @@ def _rngs(rng, *names):
   return dict(zip(names, jax.random.split(rng, len(names))))
 
 
+def rbg_key(key):
+  """An 'rbg' key (XLA's RngBitGenerator) derived from a threefry key (config.train.bulk_rng)."""
+  return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
+
+
+def model_rngs(config, rng) -> dict:
+  """The rngs of one training forward pass: noise (initial slots, posterior samples) from
+  threefry; dropout and Gumbel noise, the bulk of the random bits, per `train.bulk_rng`."""
+  rngs = _rngs(rng, "noise", "gumbel", "dropout")
+  if config.train.bulk_rng == "rbg":
+    rngs.update(gumbel=rbg_key(rngs["gumbel"]), dropout=rbg_key(rngs["dropout"]))
+  return rngs
+
+
 def init_variables(config: ml_collections.ConfigDict, rng) -> dict:
   """Parameters and BatchNorm statistics of a fresh model (traced on a [1, 1, ...] input)."""
   model = make_model(config, train=True)
@@ -62,7 +76,7 @@ def segment_loss(config, model: VONet, params, batch_stats, batch, iteration, rn
   first = batch["frame_index"] == 0
   (_, out), new_vars = model.apply(
       {"params": params, "batch_stats": batch_stats}, batch["frames"], batch["state"], first,
-      tau, rngs=_rngs(rng, "noise", "gumbel", "dropout"), mutable=["batch_stats"])
+      tau, rngs=model_rngs(config, rng), mutable=["batch_stats"])
   kl = out["kl"].sum(axis=-1)  # [B, T]
   weight = jnp.ones_like(kl)
   if config.train.mask_last_frame:

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import FeedForward
 from vonet_jax.models.unet import UNet
 
@@ -92,7 +93,7 @@ class ParallelAttention(nn.Module):
     c = features.shape[-1]
     # c_k = MLP_cxt(r_k): D -> hidden (ReLU) -> C
     context = FeedForward(cfg.mlp_hidden, c, name="context")(r_prev)  # [B, K, C]
-    keys = nn.Dense(c, name="keys")(features)  # [B, h, w, C]
+    keys = Dense(c, name="keys")(features)  # [B, h, w, C]
     logits = jnp.einsum("bhwc,bkc->bkhw", keys, context) / jnp.sqrt(c)
     est_log_masks = jax.nn.log_softmax(logits, axis=1)  # [B, K, h, w]
     out = dict(est_log_masks=est_log_masks)

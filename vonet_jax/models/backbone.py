@@ -6,6 +6,7 @@ position embedding.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vonet_jax.models.layers import PointwiseConv
 from vonet_jax.models.transformer import FeedForward
 
 # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
@@ -71,5 +72,5 @@ class Backbone(nn.Module):
     x = frame
     for i in range(self.num_blocks):
       x = ResNetBlock(self.channels, stride=2 if i == 0 else 1, name=f"block{i}")(x, train)
-    x = nn.Conv(self.feature_size, (1, 1), name="proj")(x)  # [B, H/2, W/2, feature_size]
+    x = PointwiseConv(self.feature_size, name="proj")(x)  # [B, H/2, W/2, feature_size]
     return PositionEmbedding(name="pos_emb")(x)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import FeedForward, MultiHeadAttention, layer_norm, xavier_uniform
 
 
@@ -182,9 +183,9 @@ class SlotMemory(nn.Module):
   @nn.compact
   def __call__(self, z):
     # z: [B, K, D] -> [B, K, d]
-    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype,
+    h = nn.relu(Dense(self.hidden, dtype=self.dtype,
                          kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
-    return nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
+    return Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
 
 
 class LogitsHead(nn.Module):
@@ -196,7 +197,7 @@ class LogitsHead(nn.Module):
   def __call__(self, x):
     # x: [B, N, d] -> [B, N, V]
     x = layer_norm(self.dtype, "norm")(x)
-    return nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
+    return Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
                     kernel_init=xavier_uniform(), name="dense")(x)
 
 

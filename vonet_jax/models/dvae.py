@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models.layers import PointwiseConv
 from vonet_jax.models.transformer import tie_key_to, xavier_uniform
 
 _PATCH = 4  # encoder stride: one token per 4x4 patch
@@ -47,6 +48,8 @@ def pixel_shuffle(x, factor: int):
 def _conv(features, kernel, relu, dtype, name, strides=1, padding=0):
   """Conv with bias; explicit symmetric zero padding; kaiming init before a ReLU else xavier."""
   init = nn.initializers.he_uniform() if relu else xavier_uniform()
+  if kernel == 1 and strides == 1 and padding == 0:
+    return PointwiseConv(features, kernel_init=init, dtype=dtype, name=name)
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
                  padding=((padding, padding), (padding, padding)), kernel_init=init,
                  dtype=dtype, name=name)

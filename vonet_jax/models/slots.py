@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import FeedForward, SlotTransformer, layer_norm
 
 
@@ -22,8 +23,8 @@ class GRUCell(nn.Module):
   @nn.compact
   def __call__(self, x, h):
     # x: [..., D_in]; h: [..., D]
-    gi = nn.Dense(3 * self.features, name="input")(x)  # [..., 3D]: r, z, n
-    gh = nn.Dense(3 * self.features, name="hidden")(h)
+    gi = Dense(3 * self.features, name="input")(x)  # [..., 3D]: r, z, n
+    gh = Dense(3 * self.features, name="hidden")(h)
     i_r, i_z, i_n = jnp.split(gi, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(i_r + h_r)
@@ -79,7 +80,7 @@ class Prior(nn.Module):
     # r_prev: [B, K, D] -> mu, log_sigma [B, K, D]
     d = r_prev.shape[-1]
     t = self.transformer
-    x = nn.Dense(d, name="input")(r_prev)
+    x = Dense(d, name="input")(r_prev)
     x = SlotTransformer(num_layers=t.num_layers, num_heads=t.num_heads, head_dim=t.head_dim,
                         mlp_dim=t.mlp_dim, impl=self.attention_impl, name="transformer")(x)
     return GaussianHead(self.hidden, d, name="head")(x)

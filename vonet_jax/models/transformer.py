@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models.layers import Dense
+
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
 ATTENTION_IMPLS = ("xla", "einsum")
 
@@ -225,7 +227,7 @@ class MultiHeadAttention(nn.Module):
     if self.impl not in ATTENTION_IMPLS:
       raise ValueError(f"attention impl {self.impl!r} is not one of {ATTENTION_IMPLS}")
     inner = self.num_heads * self.head_dim
-    dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
+    dense = functools.partial(Dense, use_bias=False, dtype=self.dtype)
     self.q_proj = dense(inner, kernel_init=xavier_uniform())
     self.k_proj = dense(inner, kernel_init=xavier_uniform())
     self.v_proj = dense(inner, kernel_init=xavier_uniform())
@@ -341,9 +343,9 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     # x: [..., d_in] -> [..., out_dim]
-    h = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=nn.initializers.he_uniform(),
+    h = Dense(self.hidden_dim, dtype=self.dtype, kernel_init=nn.initializers.he_uniform(),
                  name="hidden")(x)
-    y = nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
+    y = Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
                  name="out")(nn.relu(h))
     return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
 

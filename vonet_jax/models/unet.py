@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vonet_jax.models.layers import Dense, PointwiseConv
 from vonet_jax.models.transformer import SlotTransformer
 
 
@@ -71,8 +72,8 @@ class UNet(nn.Module):
         x = max_pool2(x)
       skips.append(x)
     _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
-    emb = nn.relu(nn.Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
-    emb = nn.relu(nn.Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
+    emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
+    emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
     if self.transformer is not None:
       emb = SlotTransformer(
           num_layers=self.transformer.num_layers, num_heads=self.transformer.num_heads,
@@ -80,7 +81,7 @@ class UNet(nn.Module):
           impl=self.attention_impl, remat=self.remat, dtype=self.dtype,
           name="mask_transformer",
       )(emb.reshape(b, k, self.fc)).reshape(b * k, self.fc)
-    x = nn.relu(nn.Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
+    x = nn.relu(Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
     x = x.reshape(b * k, bh, bw, bc)
     out_channels = up_channels(self.channels)
     for j, skip in enumerate(reversed(skips)):
@@ -88,5 +89,5 @@ class UNet(nn.Module):
       x = block_cls(out_channels[j], dtype=self.dtype, name=f"up{j}")(x)
       if j < len(skips) - 1:
         x = upsample2(x)
-    delta = nn.Conv(1, (1, 1), dtype=self.dtype, name="out")(x)  # [N, h, w, 1]
+    delta = PointwiseConv(1, dtype=self.dtype, name="out")(x)  # [N, h, w, 1]
     return delta.reshape(b, k, h, w).astype(jnp.float32)

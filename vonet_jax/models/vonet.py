@@ -22,6 +22,7 @@ from vonet_jax.models.attention import ParallelAttention
 from vonet_jax.models.backbone import Backbone
 from vonet_jax.models.decoder import TransformerDecoder, token_cross_entropy
 from vonet_jax.models.dvae import DVAE
+from vonet_jax.models.layers import Dense
 from vonet_jax.models.slots import (GaussianHead, InitialSlots, Prior, TrajectoryLatent,
                                     balanced_kl)
 
@@ -45,7 +46,7 @@ class SlotStep(nn.Module):
     r0 = InitialSlots(cfg.init_transformer, cfg.attention_impl, name="initial_slots")(noise)
     r_in = jnp.where(first[:, None, None], r0, r_prev)  # [B, K, D]
     out = ParallelAttention(cfg, name="attention")(features, r_in)
-    values = nn.Dense(c, name="values")(features)  # [B, h, w, C]
+    values = Dense(c, name="values")(features)  # [B, h, w, C]
     # Masked sum over pixels divided by the pixel count (code), not by the mask mass.
     y = jnp.einsum("bkhw,bhwc->bkc", out["masks"], values) / (h * w)  # [B, K, C]
     r = TrajectoryLatent(cfg.mlp_hidden, name="trajectory")(y, r_in)

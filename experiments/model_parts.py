@@ -1,0 +1,54 @@
+"""The model's parts alone at the shapes of one update, for per-part FLOPs and timings."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vonet_jax import train_step
+from vonet_jax.models.backbone import Backbone
+from vonet_jax.models.decoder import TransformerDecoder
+from vonet_jax.models.dvae import DVAE
+from vonet_jax.models.transformer import SlotTransformer
+from vonet_jax.models.unet import UNet
+
+
+def bulk_key(config, seed: int):
+  """A key of the kind `train.bulk_rng` gives dropout and Gumbel noise in training."""
+  key = jax.random.key(seed)
+  return train_step.rbg_key(key) if config.train.bulk_rng == "rbg" else key
+
+
+def grad_function(module, args, kwargs, dropout_key):
+  """(jitted gradient of sum(module(*args, **kwargs)) w.r.t. its parameters, abstract
+  parameters)."""
+  rngs = {"params": jax.random.key(0), "dropout": dropout_key}
+  variables = jax.eval_shape(lambda: module.init(rngs, *args, **kwargs))
+
+  def loss(v):
+    out = module.apply(v, *args, **kwargs, rngs={"dropout": dropout_key},
+                       mutable=["batch_stats"])[0]
+    return sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree_util.tree_leaves(out))
+
+  return jax.jit(jax.grad(loss)), variables
+
+
+def model_parts(config) -> dict:
+  """name -> (module, args, kwargs): each part of the model alone, at the shapes of one update
+  (all B*T frames): backbone, U-Net (with its input convs), mask transformer, dVAE, decoder."""
+  cfg = ml_collections.FrozenConfigDict(config.model)
+  n = config.train.batch_size * config.train.segment_length  # frames per update
+  res, k, h = config.data.resolution, cfg.num_slots, config.data.resolution // 2
+  tokens = (res // 4) ** 2
+  return dict(
+      backbone=(Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size),
+                (jnp.ones((n, res, res, 3)), True), {}),
+      unet=(UNet(tuple(cfg.unet_channels), cfg.unet_fc, None),
+            (jnp.ones((n, k, h, h, cfg.feature_size)),), {}),
+      mask_transformer=(SlotTransformer(**cfg.mask_transformer), (jnp.ones((n, k, cfg.unet_fc)),),
+                        {}),
+      dvae=(DVAE(cfg.dvae.vocab_size, cfg.dvae.hidden),
+            (jnp.ones((n, res, res, 3)), 0.5, bulk_key(config, 0)), {}),
+      decoder=(TransformerDecoder(cfg.dvae.vocab_size, tokens, cfg.decoder.d_model,
+                                  cfg.decoder.num_heads, cfg.decoder.num_layers,
+                                  cfg.decoder.ffn_dim, cfg.decoder.dropout, cfg.mlp_hidden),
+               (jnp.ones((n, k, cfg.slot_size)), jnp.ones((n, tokens), jnp.int32)),
+               dict(deterministic=False)))
