@@ -184,7 +184,7 @@ class SlotMemory(nn.Module):
   def __call__(self, z):
     # z: [B, K, D] -> [B, K, d]
     h = nn.relu(Dense(self.hidden, dtype=self.dtype,
-                         kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
+                      kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
     return Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
 
 
@@ -198,7 +198,7 @@ class LogitsHead(nn.Module):
     # x: [B, N, d] -> [B, N, V]
     x = layer_norm(self.dtype, "norm")(x)
     return Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
-                    kernel_init=xavier_uniform(), name="dense")(x)
+                 kernel_init=xavier_uniform(), name="dense")(x)
 
 
 class TransformerDecoder(nn.Module):

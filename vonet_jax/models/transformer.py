@@ -344,9 +344,9 @@ class FeedForward(nn.Module):
   def __call__(self, x, deterministic: bool = True):
     # x: [..., d_in] -> [..., out_dim]
     h = Dense(self.hidden_dim, dtype=self.dtype, kernel_init=nn.initializers.he_uniform(),
-                 name="hidden")(x)
+              name="hidden")(x)
     y = Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
-                 name="out")(nn.relu(h))
+              name="out")(nn.relu(h))
     return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
 
 
