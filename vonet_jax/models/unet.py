@@ -29,7 +29,17 @@ class ConvNormRelu(nn.Module):
 
 
 def max_pool2(x):
-  return nn.max_pool(x, (2, 2), strides=(2, 2))
+  """2x2 max-pool, stride 2: [N, h, w, C] -> [N, h/2, w/2, C] (h, w even).
+
+  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`, as a max over a reshape: its
+  gradient is elementwise, where reduce_window's gradient (select-and-scatter) becomes a scatter
+  on XLA:CPU, with int32 index arrays of the input's size kept for the backward pass. The two
+  gradients differ only where a window's maximum is tied (reduce_window gives it to one element,
+  this splits it), which after the ReLU before every pool happens only at zeros, where the
+  ReLU's gradient is zero anyway.
+  """
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def upsample2(x):
