@@ -11,14 +11,13 @@ Expected wall time on a 2-core CPU: about 10 minutes (mostly compilation); runs 
 """
 import csv
 import os
-import time
 
 import jax
 import ml_collections
-import numpy as np
 from absl import app, flags
 
 from configs import movi_a
+from experiments.timing import median_time
 from vonet_jax.models.attention import ParallelAttention, RecurrentAttention
 
 FLAGS = flags.FLAGS
@@ -31,12 +30,7 @@ def time_module(module, features, r, repeats):
   params = jax.jit(module.init)(jax.random.key(0), features, r)
   fn = jax.jit(module.apply)
   jax.block_until_ready(fn(params, features, r))  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(params, features, r))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return median_time(lambda: fn(params, features, r), repeats)
 
 
 def main(argv):

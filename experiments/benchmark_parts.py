@@ -3,24 +3,25 @@
     python -m experiments.benchmark_parts --config=configs/movi_a.py --batch_size=4 \\
         --json_out=experiments/results/parts_movi_a_b4.json
 
-Runs each part of `experiments.model_parts` (backbone, U-Net with its input convs, mask
-transformer, dVAE, decoder) alone at the shapes of one update of B segments x T frames: jitted
-gradient of the sum of its outputs w.r.t. its parameters, compile time excluded, median of
-`--repeats` runs, `block_until_ready`; dropout and Gumbel keys of the kind `--config.train.bulk_rng` says. Prints seconds, XLA's FLOPs and the achieved GFLOP/s per
-part, so that a slow update can be traced to the part (and kind of op) that is slow. The parts
-leave out the slot dynamics (GRU, posterior, prior, KL) and the losses, which are small.
+Runs each part of `experiments.model_parts` (backbone, U-Net with its input convs, mask transformer,
+dVAE, decoder) alone at the shapes of one update of B segments x T frames: jitted gradient of the
+sum of its outputs w.r.t. its parameters, compile time excluded, median of `--repeats` runs,
+`block_until_ready`; dropout and Gumbel keys of the kind `--config.train.bulk_rng` says. Prints
+seconds, XLA's FLOPs and the achieved GFLOP/s per part, so that a slow update can be traced to the
+part (and kind of op) that is slow. The parts leave out the slot dynamics (GRU, posterior, prior,
+KL) and the losses, which are small.
 Expected wall time at MOVi-A B=4 on 2 CPU cores: about 3 minutes.
 """
 import json
-import time
 
 import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.model_parts import bulk_key, grad_function, model_parts
 from experiments.compiled_stats import compiled_flops
+from experiments.model_parts import bulk_key, grad_function, model_parts
+from experiments.timing import median_time
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/movi_a.py", "Config file.", lock_config=True)
@@ -36,12 +37,7 @@ def time_part(config, module, args, kwargs, repeats: int) -> dict:
       lambda s: np.random.default_rng(0).normal(0.0, 0.05, s.shape).astype(s.dtype), abstract)
   compiled = grad.lower(variables).compile()
   jax.block_until_ready(compiled(variables))  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(variables))
-    times.append(time.perf_counter() - start)
-  seconds = float(np.median(times))
+  seconds = median_time(lambda: compiled(variables), repeats)
   gflops = compiled_flops(compiled) / 1e9
   return dict(seconds=seconds, gflops=gflops, gflops_per_s=gflops / seconds)
 

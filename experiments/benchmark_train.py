@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
+from experiments.timing import median_time
 from vonet_jax import optim, replay, sharding, train_step
 
 FLAGS = flags.FLAGS
@@ -25,15 +26,6 @@ config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True
 flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (median reported).")
 flags.DEFINE_bool("compile_only", False, "Only compile and report FLOPs and memory.")
 flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.")
-
-
-def median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def random_batch(config, batch_size, rng):

@@ -13,8 +13,7 @@ from vonet_jax.models.unet import UNet
 
 def bulk_key(config, seed: int):
   """A key of the kind `train.bulk_rng` gives dropout and Gumbel noise in training."""
-  key = jax.random.key(seed)
-  return train_step.rbg_key(key) if config.train.bulk_rng == "rbg" else key
+  return train_step.bulk_key(config, jax.random.key(seed))
 
 
 def grad_function(module, args, kwargs, dropout_key):

@@ -4,9 +4,9 @@
         --workdir=runs/learn --num_videos=8 --json_out=runs/learn/slot_diagnostics.json
 
 Prints one row per kept checkpoint: slot spread and share of pixels above the mask threshold at
-frames 0, 4 and the last (threshold: config.eval.mask_threshold); FG-ARI of argmax masks (no threshold); token cross-entropy given the
-frame's own slots, another video's slots and zero slots. About 10-30 s per checkpoint on a CPU
-for the CPU configs.
+frames 0, 4 and the last (threshold: config.eval.mask_threshold); FG-ARI of argmax masks (no
+threshold); token cross-entropy given the frame's own slots, another video's slots and zero slots.
+About 10-30 s per checkpoint on a CPU for the CPU configs.
 """
 import json
 

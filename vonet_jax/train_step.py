@@ -28,18 +28,20 @@ def _rngs(rng, *names):
   return dict(zip(names, jax.random.split(rng, len(names))))
 
 
-def rbg_key(key):
-  """An 'rbg' key (XLA's RngBitGenerator) derived from a threefry key (config.train.bulk_rng)."""
-  return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
+def bulk_key(config, key):
+  """The key of dropout masks or Gumbel noise, from a threefry key, per `train.bulk_rng`: the key
+  itself, or an 'rbg' key (XLA's RngBitGenerator) derived from it."""
+  if config.train.bulk_rng == "rbg":
+    return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
+  return key
 
 
 def model_rngs(config, rng) -> dict:
   """The rngs of one training forward pass: noise (initial slots, posterior samples) from
   threefry; dropout and Gumbel noise, the bulk of the random bits, per `train.bulk_rng`."""
   rngs = _rngs(rng, "noise", "gumbel", "dropout")
-  if config.train.bulk_rng == "rbg":
-    rngs.update(gumbel=rbg_key(rngs["gumbel"]), dropout=rbg_key(rngs["dropout"]))
-  return rngs
+  return dict(rngs, gumbel=bulk_key(config, rngs["gumbel"]),
+              dropout=bulk_key(config, rngs["dropout"]))
 
 
 def init_variables(config: ml_collections.ConfigDict, rng) -> dict:

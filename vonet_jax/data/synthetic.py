@@ -16,14 +16,14 @@ Builder configs '64x64' and '128x128' (version 1.0.0); splits `train` and `valid
 Video i of a split depends only on (seed, split, i): the seed sequence is (seed, 0 or 1, i), and
 the resolution only changes how it is drawn. Examples are stored in index order.
 
-Generation parameters (counts, object range, seed, camera zoom) are builder arguments, recorded
-in the dataset's metadata.json. `zoom` multiplies the camera's focal length (1: MOVi-A's camera;
-2: the middle of the same scene, objects twice as large in pixels). `ensure_dataset` accepts an
-existing dataset made with the same seed, object range and zoom and at least as many videos as asked (it then reads the first ones: the same
-videos a smaller build would have made); anything else is a `UserError` saying to delete the
-folder or pick another data_dir. Building takes a lock file, so processes sharing a data_dir
-build once. `num_workers` > 1 simulates in a spawn process pool (each worker starts in a few
-seconds; the content does not depend on the number of workers).
+Generation parameters (counts, object range, seed, camera zoom) are builder arguments, recorded in
+the dataset's metadata.json. `zoom` multiplies the camera's focal length (1: MOVi-A's camera; 2: the
+middle of the same scene, objects twice as large in pixels). `ensure_dataset` accepts an existing
+dataset made with the same seed, object range and zoom and at least as many videos as asked (it then
+reads the first ones: the same videos a smaller build would have made); anything else is a
+`UserError` saying to delete the folder or pick another data_dir. Building takes a lock file, so
+processes sharing a data_dir build once. `num_workers` > 1 simulates in a spawn process pool (each
+worker starts in a few seconds; the content does not depend on the number of workers).
 
 Command line (absl flags; `--help` lists them):
 
