@@ -5,10 +5,10 @@ import ml_collections
 
 from vonet_jax import train_step
 from vonet_jax.models.backbone import Backbone
-from vonet_jax.models.decoder import TransformerDecoder
 from vonet_jax.models.dvae import DVAE
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet import UNet
+from vonet_jax.models.vonet import make_decoder
 
 
 def bulk_key(config, seed: int):
@@ -46,8 +46,6 @@ def model_parts(config) -> dict:
                         {}),
       dvae=(DVAE(cfg.dvae.vocab_size, cfg.dvae.hidden),
             (jnp.ones((n, res, res, 3)), 0.5, bulk_key(config, 0)), {}),
-      decoder=(TransformerDecoder(cfg.dvae.vocab_size, tokens, cfg.decoder.d_model,
-                                  cfg.decoder.num_heads, cfg.decoder.num_layers,
-                                  cfg.decoder.ffn_dim, cfg.decoder.dropout, cfg.mlp_hidden),
+      decoder=(make_decoder(cfg, tokens),
                (jnp.ones((n, k, cfg.slot_size)), jnp.ones((n, tokens), jnp.int32)),
                dict(deterministic=False)))

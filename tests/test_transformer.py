@@ -203,3 +203,47 @@ def test_dropout_attention_matches_autodiff(dtype, causal):
   tol = dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else dict(rtol=1e-2, atol=1e-2)
   for g, r in zip(grads, ref_grads):
     np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), **tol)
+
+
+@pytest.mark.parametrize("num_blocks", [2, 4, 8])
+def test_causal_dropout_attention_matches_the_plain_path(num_blocks):
+  # The blocked causal attention skips the fully masked keys and draws the dropout mask of each
+  # block as a box of the plain path's draw: the same output and gradients as dropout_attention
+  # with the full causal mask (to float32 rounding: only the softmax's sum order differs).
+  import flax.linen as nn
+  b, t, h, dh = 2, 16, 2, 4
+  keys = jax.random.split(jax.random.key(1), 4)
+  q, k, v = (jax.random.normal(key, (b, t, h, dh)) for key in keys[:3])
+  w = jax.random.normal(keys[3], (b, t, h, dh))
+  rngs = {"dropout": jax.random.key(3)}
+
+  def output(blocks, q, k, v):
+    if blocks:
+      fn = lambda mdl: transformer.causal_dropout_attention(q, k, v, mdl, num_blocks)
+    else:
+      fn = lambda mdl: transformer.dropout_attention(q, k, v, transformer.causal_mask(t), mdl)
+    return nn.apply(fn, transformer.ProbabilityDropout(0.3))({}, rngs=rngs)
+
+  def out_and_grads(blocks):
+    loss = lambda *qkv: jnp.sum(output(blocks, *qkv) * w)
+    return (jax.jit(functools.partial(output, blocks))(q, k, v),
+            jax.jit(jax.grad(loss, (0, 1, 2)))(q, k, v))
+
+  (out, grads), (ref, ref_grads) = out_and_grads(True), out_and_grads(False)
+  np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(out, transformer.einsum_attention(q, k, v, transformer.causal_mask(t)))
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="does not divide"):
+    output(True, q[:, :15], k[:, :15], v[:, :15])
+
+
+def test_multi_head_attention_causal_blocks_same_training_output():
+  x, _, key = _attention_inputs()
+  make = functools.partial(MultiHeadAttention, num_heads=3, head_dim=4, out_dim=12,
+                           dropout_rate=0.5, impl="einsum")
+  params = make().init(key, x)
+  rngs = {"dropout": jax.random.key(7)}
+  train = [make(causal_blocks=n).apply(params, x, causal=True, deterministic=False, rngs=rngs)
+           for n in (1, x.shape[1])]
+  np.testing.assert_allclose(train[0], train[1], rtol=1e-5, atol=1e-6)

@@ -34,6 +34,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
            f"use 'closed_form' or 'plain', got {m.broadcast_conv!r}")
   _require(m.attention_impl in ("xla", "einsum"), "model.attention_impl",
            f"use 'xla' or 'einsum', got {m.attention_impl!r}")
+  tokens = (d.resolution // 4) ** 2
+  _require(m.decoder.causal_blocks >= 1 and tokens % m.decoder.causal_blocks == 0,
+           "model.decoder.causal_blocks", f"must divide the {tokens} dVAE tokens of a "
+           f"{d.resolution}x{d.resolution} frame, got {m.decoder.causal_blocks}")
   _require(m.compute_dtype in ("float32", "bfloat16"), "model.compute_dtype",
            f"use 'float32' or 'bfloat16', got {m.compute_dtype!r}")
   _require(t.batch_size >= 1 and t.batch_size % num_devices == 0, "train.batch_size",

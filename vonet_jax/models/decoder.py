@@ -71,13 +71,15 @@ class DecoderBlock(nn.Module):
   is_first: bool
   out_init_gain: float = 1.0
   impl: str = "xla"
+  causal_blocks: int = 1
   dtype: Any = jnp.float32
 
   def setup(self):
     head_dim = self.d_model // self.num_heads
     attention = lambda: MultiHeadAttention(
         self.num_heads, head_dim, self.d_model, q_bias=False, dropout_rate=self.dropout,
-        impl=self.impl, out_init_gain=self.out_init_gain, dtype=self.dtype)
+        impl=self.impl, out_init_gain=self.out_init_gain, causal_blocks=self.causal_blocks,
+        dtype=self.dtype)
     self.self_attention_norm = layer_norm(self.dtype)
     self.self_attention = attention()
     self.cross_attention_norm = layer_norm(self.dtype)
@@ -134,6 +136,7 @@ class DecoderStack(nn.Module):
   ffn_dim: int
   dropout: float
   impl: str = "xla"
+  causal_blocks: int = 1
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -144,7 +147,8 @@ class DecoderStack(nn.Module):
     for i in range(self.num_layers):  # params block_0 .. block_{L-1}
       setattr(self, f"block_{i}", block_cls(
           self.d_model, self.num_heads, self.ffn_dim, self.dropout, is_first=(i == 0),
-          out_init_gain=gain, impl=self.impl, dtype=self.dtype))
+          out_init_gain=gain, impl=self.impl, causal_blocks=self.causal_blocks,
+          dtype=self.dtype))
     self.final_norm = layer_norm(self.dtype)
 
   @property
@@ -214,6 +218,8 @@ class TransformerDecoder(nn.Module):
     dropout: dropout on the input stream, attention probabilities, attention and FFN outputs.
     memory_hidden: hidden width of the slot-memory MLP (config.model.mlp_hidden, 256).
     impl: attention implementation, "xla" or "einsum".
+    causal_blocks: query blocks of the training self-attention (with dropout): the same function
+      with the fully masked key blocks skipped (`transformer.causal_dropout_attention`).
     remat: wrap each block's teacher-forcing pass in `nn.remat`.
     dtype: compute dtype (parameters float32; use `token_cross_entropy` for a float32 loss).
   """
@@ -226,6 +232,7 @@ class TransformerDecoder(nn.Module):
   dropout: float = 0.1
   memory_hidden: int = 256
   impl: str = "xla"
+  causal_blocks: int = 1
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -242,7 +249,8 @@ class TransformerDecoder(nn.Module):
     self.input_dropout = nn.Dropout(self.dropout)
     self.input_norm = layer_norm(self.dtype)
     self.transformer = DecoderStack(d, self.num_heads, self.num_layers, self.ffn_dim,
-                                    self.dropout, impl=self.impl, remat=self.remat,
+                                    self.dropout, impl=self.impl,
+                                    causal_blocks=self.causal_blocks, remat=self.remat,
                                     dtype=self.dtype)
     self.logits = LogitsHead(self.vocab_size, dtype=self.dtype)
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import Dense
+from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
 ATTENTION_IMPLS = ("xla", "einsum")
@@ -65,8 +66,8 @@ class ProbabilityDropout(nn.Dropout):
     return self.make_rng(self.rng_collection)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _softmax_dropout_values(logits, v, key, keep_prob, dtype, box=None):
   """einsum(select(keep, softmax(logits).astype(dtype) / keep_prob, 0), v), saving P alone.
 
   Forward: exactly `einsum_attention`'s softmax -> `ProbabilityDropout` -> value matmul (same
@@ -83,16 +84,22 @@ def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
     key: the dropout rng key (typed or raw).
     keep_prob: 1 - dropout rate, in (0, 1).
     dtype: the dtype of the probabilities fed to the value matmul (q's dtype).
+    box: None (the mask is a draw of logits' shape) or (full shape, start): logits are the box
+      at `start` of a larger attention, whose mask box this draws (`bernoulli_box`).
 
   Returns:
     [B, T, H, Dh].
   """
-  return _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype)[0]
+  return _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype, box)[0]
 
 
-def _dropped(probs, key, keep_prob, tie_to):
+def _dropped(probs, key, keep_prob, tie_to, box):
   # nn.Dropout's arithmetic: bernoulli keep mask, select(keep, x / p, 0).
-  keep = jax.random.bernoulli(tie_key_to(key, tie_to), p=keep_prob, shape=probs.shape)
+  key = tie_key_to(key, tie_to)
+  if box is None:
+    keep = jax.random.bernoulli(key, p=keep_prob, shape=probs.shape)
+  else:
+    keep = bernoulli_box(key, keep_prob, *box, size=probs.shape)
   return keep, jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))
 
 
@@ -100,19 +107,19 @@ def _values(d, v):
   return jnp.einsum("bhts,bshd->bthd", d, v)  # [B, T, H, Dh]
 
 
-def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
+def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype, box):
   p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
   probs = p.astype(dtype)
-  _, d = _dropped(probs, key, keep_prob, probs)
+  _, d = _dropped(probs, key, keep_prob, probs, box)
   return _values(d, v), (p, v, key)
 
 
-def _softmax_dropout_values_bwd(keep_prob, dtype, res, g):
+def _softmax_dropout_values_bwd(keep_prob, dtype, box, res, g):
   p, v, key = res
   probs = p.astype(dtype)
   # Tied to the output's cotangent: the mask's random bits cannot be computed before the backward
   # pass reaches this layer (else XLA:CPU may schedule them early and keep them alive). Same key.
-  keep, d = _dropped(probs, key, keep_prob, g)
+  keep, d = _dropped(probs, key, keep_prob, g, box)
   _, values_vjp = jax.vjp(_values, d, v)
   dd, dv = values_vjp(g)
   dprobs = jax.lax.select(keep, dd, jnp.zeros_like(dd)) / keep_prob  # nn.Dropout's transpose
@@ -167,6 +174,41 @@ def dropout_attention(q, k, v, mask, dropout: "ProbabilityDropout"):
                                  jnp.dtype(q.dtype))
 
 
+def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks: int):
+  """`dropout_attention(q, k, v, causal_mask(T), dropout)` computed in row blocks, skipping the
+  masked keys.
+
+  The T queries are cut into `num_blocks` blocks of T / num_blocks; block i attends to the keys
+  up to its last query, (i + 1) T / num_blocks of them, with the causal mask inside that window.
+  The keys after it are masked for every query of the block: their softmax weights are exactly
+  zero in the plain path, so leaving them out changes nothing but the order of the softmax's sum
+  (equal to float32 rounding). The dropout mask of each block is the same box of the same draw
+  (`bernoulli_box`: bit for bit for threefry keys). The logits, probabilities, dropout masks and
+  saved softmax outputs cover (num_blocks + 1) / (2 num_blocks) of the T x T square.
+
+  Args:
+    q, k, v: [B, T, H, Dh] (self-attention: keys and values of the same T positions).
+    dropout: the layer's `ProbabilityDropout`, rate in (0, 1).
+    num_blocks: number of query blocks; must divide T.
+
+  Returns:
+    [B, T, H, Dh].
+  """
+  batch, length, heads, _ = q.shape
+  if length % num_blocks:
+    raise ValueError(f"causal attention blocks: {num_blocks} does not divide {length} positions")
+  key, keep_prob, dtype = dropout.key(), 1.0 - dropout.rate, jnp.dtype(q.dtype)
+  full_shape, block = (batch, heads, length, length), length // num_blocks
+  outs = []
+  for start in range(0, length, block):
+    end = start + block
+    mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]  # [block, end]
+    logits = _masked_logits(q[:, start:end], k[:, :end], mask[None, None])  # [B, H, block, end]
+    box = (full_shape, (0, 0, start, 0))
+    outs.append(_softmax_dropout_values(logits, v[:, :end], key, keep_prob, dtype, box))
+  return jnp.concatenate(outs, axis=1)  # [B, T, H, Dh]
+
+
 def _dot_product_attention(q, k, v, mask, causal):
   """`jax.nn.dot_product_attention`, with cuDNN flash attention on a GPU where it applies.
 
@@ -212,6 +254,8 @@ class MultiHeadAttention(nn.Module):
       compute with head size <= 128, XLA otherwise; falls back to "einsum" while probability
       dropout is active, which `dot_product_attention` lacks) or "einsum" (plain softmax).
     out_init_gain: xavier gain of the output projection.
+    causal_blocks: causal self-attention with probability dropout in this many query blocks
+      (`causal_dropout_attention`: the same function, about half the work); 1 = one T x T block.
     dtype: compute dtype (parameters stay float32).
   """
   num_heads: int
@@ -221,6 +265,7 @@ class MultiHeadAttention(nn.Module):
   dropout_rate: float = 0.0
   impl: str = "xla"
   out_init_gain: float = 1.0
+  causal_blocks: int = 1
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -264,14 +309,17 @@ class MultiHeadAttention(nn.Module):
       [B, T, out_dim].
     """
     dropout_active = not deterministic and self.dropout_rate > 0.0
+    probability_dropout = dropout_active and self.dropout_rate < 1.0
     if self.impl == "xla" and not dropout_active:
       k, v = k.astype(q.dtype), v.astype(q.dtype)
       out = _dot_product_attention(q, k, v, mask, causal)  # [B, T, H, Dh]
+    elif probability_dropout and causal and mask is None and self.causal_blocks > 1:
+      out = causal_dropout_attention(q, k, v, self.attn_dropout, self.causal_blocks)
     else:
       if causal:
         cm = causal_mask(q.shape[1])  # [1, 1, T, T]
         mask = cm if mask is None else jnp.logical_and(mask, cm)
-      if dropout_active and self.dropout_rate < 1.0:
+      if probability_dropout:
         out = dropout_attention(q, k, v, mask, self.attn_dropout)  # [B, T, H, Dh]
       else:
         dropout_fn = None

@@ -74,6 +74,16 @@ def frames_to_float(frames):
   return frames.astype(jnp.float32)
 
 
+def make_decoder(cfg, num_tokens: int) -> TransformerDecoder:
+  """The decoder that model config `cfg` (config.model) describes, for `num_tokens` tokens."""
+  d = cfg.decoder
+  return TransformerDecoder(
+      vocab_size=cfg.dvae.vocab_size, num_tokens=num_tokens, d_model=d.d_model,
+      num_heads=d.num_heads, num_layers=d.num_layers, ffn_dim=d.ffn_dim, dropout=d.dropout,
+      memory_hidden=cfg.mlp_hidden, impl=cfg.attention_impl, causal_blocks=d.causal_blocks,
+      remat=cfg.remat, dtype=jnp.dtype(cfg.compute_dtype))
+
+
 class VONet(nn.Module):
   """The full model. Top-level parameter groups: backbone, dynamics, dvae, decoder."""
   config: Any  # FrozenConfigDict of config.model
@@ -88,12 +98,7 @@ class VONet(nn.Module):
     dtype = jnp.dtype(cfg.compute_dtype)  # parameters stay float32
     self.dvae = DVAE(vocab_size=cfg.dvae.vocab_size, hidden=cfg.dvae.hidden,
                      relu_before_log_softmax=cfg.dvae.relu_before_log_softmax, dtype=dtype)
-    d = cfg.decoder
-    self.decoder = TransformerDecoder(
-        vocab_size=cfg.dvae.vocab_size, num_tokens=self.num_tokens, d_model=d.d_model,
-        num_heads=d.num_heads, num_layers=d.num_layers, ffn_dim=d.ffn_dim, dropout=d.dropout,
-        memory_hidden=cfg.mlp_hidden, impl=cfg.attention_impl, remat=cfg.remat,
-        dtype=dtype)
+    self.decoder = make_decoder(cfg, self.num_tokens)
 
   @property
   def num_tokens(self) -> int:
