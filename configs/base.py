@@ -56,6 +56,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       dict(d_model=192, num_heads=4, num_layers=8, ffn_dim=768, dropout=0.1, causal_blocks=8))
   # Exact speed/memory options (issue "Performance"); see README.
   m.broadcast_conv = "closed_form"       # "closed_form" (exact, fast) or "plain" (3x3 conv)
+  m.unet_input = "fused"                 # "fused": U-Net's first conv from the input's parts
+                                         # (exact, fast); "plain": build the [B,K,h,w,C] maps
   m.attention_impl = "xla"               # "xla": jax.nn.dot_product_attention; "einsum": plain
   m.remat = False                        # nn.remat on U-Net and decoder blocks
   m.compute_dtype = "float32"            # "bfloat16": bf16 compute, fp32 params and losses

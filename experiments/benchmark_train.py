@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
 from experiments.timing import median_time
-from vonet_jax import optim, replay, sharding, train_step
+from vonet_jax import host_memory, optim, replay, sharding, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -38,6 +38,7 @@ def random_batch(config, batch_size, rng):
 
 def main(argv):
   del argv
+  host_memory.retain_freed_memory()  # as vonet_jax.main does
   config = FLAGS.config
   mesh = sharding.make_mesh()
   optimizer = optim.make_optimizer(config)

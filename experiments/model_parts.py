@@ -1,4 +1,7 @@
 """The model's parts alone at the shapes of one update, for per-part FLOPs and timings."""
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,6 +11,7 @@ from vonet_jax.models.backbone import Backbone
 from vonet_jax.models.dvae import DVAE
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet import UNet
+from vonet_jax.models.unet_input import UNetInput
 from vonet_jax.models.vonet import make_decoder
 
 
@@ -30,9 +34,23 @@ def grad_function(module, args, kwargs, dropout_key):
   return jax.jit(jax.grad(loss)), variables
 
 
+class UNetWithInput(nn.Module):
+  """The U-Net (without the mask transformer) on its input: features [N, h, w, C], masks
+  [N, K, h, w], context [N, K, C_in] -> delta logits [N, K, h, w]."""
+  cfg: Any  # config.model
+
+  @nn.compact
+  def __call__(self, features, masks, context):
+    cfg = self.cfg
+    x = UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused")(
+        features, masks, jnp.log(masks), context)
+    return UNet(tuple(cfg.unet_channels), cfg.unet_fc, None)(x)
+
+
 def model_parts(config) -> dict:
   """name -> (module, args, kwargs): each part of the model alone, at the shapes of one update
-  (all B*T frames): backbone, U-Net (with its input convs), mask transformer, dVAE, decoder."""
+  (all B*T frames): backbone, U-Net (with its input maps, per `model.unet_input`), mask
+  transformer, dVAE, decoder. Gradients w.r.t. the parameters only (not the parts' inputs)."""
   cfg = ml_collections.FrozenConfigDict(config.model)
   n = config.train.batch_size * config.train.segment_length  # frames per update
   res, k, h = config.data.resolution, cfg.num_slots, config.data.resolution // 2
@@ -40,8 +58,9 @@ def model_parts(config) -> dict:
   return dict(
       backbone=(Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size),
                 (jnp.ones((n, res, res, 3)), True), {}),
-      unet=(UNet(tuple(cfg.unet_channels), cfg.unet_fc, None),
-            (jnp.ones((n, k, h, h, cfg.feature_size)),), {}),
+      unet=(UNetWithInput(cfg), (jnp.ones((n, h, h, cfg.feature_size)),
+                                 jnp.full((n, k, h, h), 1.0 / k), jnp.ones((n, k, cfg.feature_size))),
+            {}),
       mask_transformer=(SlotTransformer(**cfg.mask_transformer), (jnp.ones((n, k, cfg.unet_fc)),),
                         {}),
       dvae=(DVAE(cfg.dvae.vocab_size, cfg.dvae.hidden),

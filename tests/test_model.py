@@ -9,7 +9,8 @@ import pytest
 from configs import movi_a, movi_d
 from configs import tiny as tiny_configs
 from vonet_jax import train_step
-from vonet_jax.models.attention import BroadcastConv, RecurrentAttention
+from vonet_jax.models.attention import RecurrentAttention
+from vonet_jax.models.unet_input import BroadcastConv
 from vonet_jax.models.slots import InitialSlots, balanced_kl, gaussian_kl
 from vonet_jax.models.unet import max_pool2
 from vonet_jax.models.vonet import VONet, make_model

@@ -32,6 +32,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
            f"must be > 0, got {m.kl_weight_divisor}")
   _require(m.broadcast_conv in ("closed_form", "plain"), "model.broadcast_conv",
            f"use 'closed_form' or 'plain', got {m.broadcast_conv!r}")
+  _require(m.unet_input in ("fused", "plain"), "model.unet_input",
+           f"use 'fused' or 'plain', got {m.unet_input!r}")
   _require(m.attention_impl in ("xla", "einsum"), "model.attention_impl",
            f"use 'xla' or 'einsum', got {m.attention_impl!r}")
   tokens = (d.resolution // 4) ** 2

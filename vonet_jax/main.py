@@ -42,6 +42,8 @@ def _initialize_distributed():
 
 def main(argv):
   del argv
+  from vonet_jax import host_memory
+  host_memory.retain_freed_memory()  # before any library starts threads
   _quiet_libraries()
   # TensorFlow (imported by TFDS and CLU) must not grab GPU memory that JAX needs.
   import tensorflow as tf

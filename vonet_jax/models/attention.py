@@ -12,70 +12,7 @@ import jax.numpy as jnp
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import FeedForward
 from vonet_jax.models.unet import UNet
-
-
-class BroadcastConv(nn.Module):
-  """3x3 zero-padded conv of a spatially constant map, c [N, C_in] -> [N, h, w, features].
-
-  method="plain" runs the convolution on the broadcast map (about 1.2 GFLOP per slot and frame
-  at MOVi sizes). method="closed_form" gives the same numbers from the 9 per-tap projections
-  c @ W[a, b]: output(i, j) = bias + sum of the taps that land inside the map, so the interior
-  is one constant and only the one-pixel border differs.
-  """
-  features: int
-  height: int
-  width: int
-  method: str = "closed_form"
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, c):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (3, 3, c.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    c, kernel = c.astype(self.dtype), kernel.astype(self.dtype)
-    if self.method == "plain":
-      x = jnp.broadcast_to(c[:, None, None, :], (c.shape[0], self.height, self.width, c.shape[-1]))
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      return y + bias.astype(self.dtype)
-    if self.method != "closed_form":
-      raise ValueError(f"unknown broadcast_conv method {self.method!r}")
-    taps = jnp.einsum("nc,abcd->nabd", c, kernel)  # [N, 3, 3, features]
-    # rows[i, a] = 1 where input row i + a - 1 lies inside the map (zero padding elsewhere).
-    rows = _inside(self.height).astype(self.dtype)  # [h, 3]
-    cols = _inside(self.width).astype(self.dtype)  # [w, 3]
-    y = jnp.einsum("ia,nabd->nibd", rows, taps)  # [N, h, 3, features]
-    y = jnp.einsum("jb,nibd->nijd", cols, y)  # [N, h, w, features]
-    return y + bias.astype(self.dtype)
-
-
-def _inside(size: int) -> jnp.ndarray:
-  """[size, 3] indicator that position i + a - 1 (a = kernel tap) is within [0, size)."""
-  pos = jnp.arange(size)[:, None] + jnp.arange(3)[None, :] - 1
-  return (pos >= 0) & (pos < size)
-
-
-class UNetInput(nn.Module):
-  """F + conv3x3([m, log m]) + conv3x3(broadcast c_k): one [h, w, C] map per (batch, slot).
-
-  Args of __call__: features [B, h, w, C], masks and log_masks [B, K, h, w], context [B, K, C].
-  Returns [B, K, h, w, C].
-  """
-  broadcast_conv: str = "closed_form"
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, features, masks, log_masks, context):
-    b, h, w, c = features.shape
-    k = masks.shape[1]
-    mask_in = jnp.stack([masks, log_masks], axis=-1).reshape(b * k, h, w, 2)
-    mask_term = nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                        name="mask_conv")(mask_in)  # [B*K, h, w, C]
-    context_term = BroadcastConv(c, h, w, method=self.broadcast_conv, dtype=self.dtype,
-                                 name="context_conv")(context.reshape(b * k, -1))
-    x = (mask_term + context_term).reshape(b, k, h, w, c)
-    return features[:, None].astype(x.dtype) + x
+from vonet_jax.models.unet_input import UNetInput
 
 
 class ParallelAttention(nn.Module):
@@ -101,8 +38,8 @@ class ParallelAttention(nn.Module):
       out.update(log_masks=est_log_masks, masks=jnp.exp(est_log_masks))
       return out
     dtype = jnp.dtype(cfg.compute_dtype)
-    x = UNetInput(cfg.broadcast_conv, dtype, name="unet_input")(
-        features, jnp.exp(est_log_masks), est_log_masks, context)  # [B, K, h, w, C]
+    x = UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused", dtype, name="unet_input")(
+        features, jnp.exp(est_log_masks), est_log_masks, context)  # [B, K, h, w, C] maps
     delta = UNet(tuple(cfg.unet_channels), cfg.unet_fc, cfg.mask_transformer,
                  attention_impl=cfg.attention_impl, remat=cfg.remat, dtype=dtype,
                  name="unet")(x)  # [B, K, h, w]
@@ -119,7 +56,7 @@ class _MonetStep(nn.Module):
   def __call__(self, log_scope, features, context):
     # log_scope: [B, h, w]; features: [B, h, w, C]; context: [B, C]
     cfg = self.cfg
-    x = UNetInput(cfg.broadcast_conv, name="unet_input")(
+    x = UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused", name="unet_input")(
         features, jnp.exp(log_scope)[:, None], log_scope[:, None], context[:, None])
     alpha = UNet(tuple(cfg.unet_channels), cfg.unet_fc, None, name="unet")(x)[:, 0]  # [B, h, w]
     log_mask = log_scope + jax.nn.log_sigmoid(alpha)

@@ -45,3 +45,18 @@ class PointwiseConv(nn.Module):
     if bias is not None:
       y = y + bias
     return y.reshape(x.shape[:-1] + (self.features,))
+
+
+class ConvParams(nn.Module):
+  """The parameters of an `nn.Conv` (kernel [*kernel_shape], optional bias [features]), same
+  names and initialisation, for layers that compute their convolution another way."""
+  kernel_shape: tuple
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self):
+    """Returns (kernel, bias or None)."""
+    kernel = self.param("kernel", nn.linear.default_kernel_init, self.kernel_shape)
+    if not self.use_bias:
+      return kernel, None
+    return kernel, self.param("bias", nn.initializers.zeros_init(), (self.kernel_shape[-1],))

@@ -9,19 +9,28 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vonet_jax.models.layers import Dense, PointwiseConv
+from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
 from vonet_jax.models.transformer import SlotTransformer
+from vonet_jax.models.unet_input import FusedUNetInput
 
 
 class ConvNormRelu(nn.Module):
-  """conv3x3 (no bias) -> InstanceNorm (affine, eps 1e-5) -> ReLU."""
+  """conv3x3 (no bias) -> InstanceNorm (affine, eps 1e-5) -> ReLU.
+
+  x: [N, h, w, C] maps, or a `FusedUNetInput` whose convolution is computed from its parts
+  (the same parameters) -> [N, h, w, channels].
+  """
   channels: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype, name="conv")(x)
+    if isinstance(x, FusedUNetInput):
+      kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
+      x = x.conv3x3(kernel.astype(self.dtype))
+    else:
+      x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                  dtype=self.dtype, name="conv")(x)
     # InstanceNorm = GroupNorm with one channel per group.
     x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, dtype=self.dtype,
                      name="norm")(x)
@@ -54,7 +63,7 @@ def up_channels(down_channels: Sequence[int]) -> list[int]:
 
 
 class UNet(nn.Module):
-  """x [B, K, h, w, C] -> delta logits [B, K, h, w].
+  """x [B, K, h, w, C] (an array or a `FusedUNetInput`) -> delta logits [B, K, h, w].
 
   Attributes:
     channels: down-path channels; every block but the first ends with a 2x max-pool, so the
@@ -74,7 +83,8 @@ class UNet(nn.Module):
   def __call__(self, x):
     b, k, h, w, c = x.shape
     block_cls = nn.remat(ConvNormRelu) if self.remat else ConvNormRelu
-    x = x.reshape(b * k, h, w, c)  # [N, h, w, C], N = B*K
+    if not isinstance(x, FusedUNetInput):
+      x = x.reshape(b * k, h, w, c)  # [N, h, w, C], N = B*K
     skips = []
     for i, ch in enumerate(self.channels):
       x = block_cls(ch, dtype=self.dtype, name=f"down{i}")(x)
