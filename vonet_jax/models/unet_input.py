@@ -3,7 +3,8 @@ built (`UNetInput(fused=False)`) or kept as their parts (`fused=True`, `FusedUNe
 
 The input of slot k is one [h, w, C] map per (frame, slot), and the U-Net's first layer is a
 3x3 convolution of it (no bias): a linear function of the map. Fused, that convolution is
-computed from the parts, without the [B, K, h, w, C] maps (SPEC.md section 8):
+computed from the parts, without the [B, K, h, w, C] maps (as the closed-form broadcast conv
+of SPEC.md section 8, carried through the first layer):
 - the feature map F is the same for every slot: its convolution is computed once per frame
   ([B, h, w, C] instead of [B*K, h, w, C]);
 - the mask term conv3x3(conv3x3([m, log m]) + bias) is one 3x3 convolution from the 18 channels
@@ -13,7 +14,7 @@ computed from the parts, without the [B, K, h, w, C] maps (SPEC.md section 8):
   convolution is a sum over the 9 x 9 pairs of taps weighted by separable row and column
   indicators of which taps land inside the map.
 The same function as the plain path in exact arithmetic (float32 results differ by rounding;
-the tests compare them), about a fifth of the first layer's FLOPs at MOVi sizes, and none of
+the tests compare them), about a quarter of the first layer's FLOPs at MOVi sizes, and none of
 the C-channel per-slot maps in memory. Shapes: B frames, K slots, N = B*K, C = F's channels.
 """
 from typing import Any
