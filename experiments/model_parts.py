@@ -11,7 +11,7 @@ from vonet_jax.models.backbone import Backbone
 from vonet_jax.models.dvae import DVAE
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet import UNet
-from vonet_jax.models.unet_input import UNetInput
+from vonet_jax.models.unet_input import unet_input_from_config
 from vonet_jax.models.vonet import make_decoder
 
 
@@ -42,8 +42,7 @@ class UNetWithInput(nn.Module):
   @nn.compact
   def __call__(self, features, masks, context):
     cfg = self.cfg
-    x = UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused")(
-        features, masks, jnp.log(masks), context)
+    x = unet_input_from_config(cfg)(features, masks, jnp.log(masks), context)
     return UNet(tuple(cfg.unet_channels), cfg.unet_fc, None)(x)
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import FeedForward
 from vonet_jax.models.unet import UNet
-from vonet_jax.models.unet_input import UNetInput
+from vonet_jax.models.unet_input import unet_input_from_config
 
 
 class ParallelAttention(nn.Module):
@@ -38,7 +38,7 @@ class ParallelAttention(nn.Module):
       out.update(log_masks=est_log_masks, masks=jnp.exp(est_log_masks))
       return out
     dtype = jnp.dtype(cfg.compute_dtype)
-    x = UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused", dtype, name="unet_input")(
+    x = unet_input_from_config(cfg, dtype)(
         features, jnp.exp(est_log_masks), est_log_masks, context)  # [B, K, h, w, C] maps
     delta = UNet(tuple(cfg.unet_channels), cfg.unet_fc, cfg.mask_transformer,
                  attention_impl=cfg.attention_impl, remat=cfg.remat, dtype=dtype,
@@ -56,7 +56,7 @@ class _MonetStep(nn.Module):
   def __call__(self, log_scope, features, context):
     # log_scope: [B, h, w]; features: [B, h, w, C]; context: [B, C]
     cfg = self.cfg
-    x = UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused", name="unet_input")(
+    x = unet_input_from_config(cfg)(
         features, jnp.exp(log_scope)[:, None], log_scope[:, None], context[:, None])
     alpha = UNet(tuple(cfg.unet_channels), cfg.unet_fc, None, name="unet")(x)[:, 0]  # [B, h, w]
     log_mask = log_scope + jax.nn.log_sigmoid(alpha)

@@ -47,6 +47,15 @@ def _inside_twice(size: int, dtype) -> jnp.ndarray:
   return ((inner >= 0) & (inner < size)).astype(dtype) * outer[:, None, :]
 
 
+def _conv_of_constant(c, kernel, height: int, width: int):
+  """The zero-padded 3x3 conv (no bias) of the constant maps c [N, C_in] broadcast to
+  [height, width], in closed form: kernel [3, 3, C_in, O] -> [N, height, width, O]. Each output
+  pixel sums the taps c @ kernel[a, b] that land inside the map."""
+  taps = jnp.einsum("nc,abcd->nabd", c, kernel)  # [N, 3, 3, O]
+  y = jnp.einsum("ia,nabd->nibd", _inside(height, c.dtype), taps)  # [N, h, 3, O]
+  return jnp.einsum("jb,nibd->nijd", _inside(width, c.dtype), y)  # [N, h, w, O]
+
+
 class BroadcastConv(nn.Module):
   """3x3 zero-padded conv of a spatially constant map, c [N, C_in] -> [N, h, w, features].
 
@@ -72,12 +81,7 @@ class BroadcastConv(nn.Module):
       return _conv(x, kernel, ((1, 1), (1, 1))) + bias.astype(self.dtype)
     if self.method != "closed_form":
       raise ValueError(f"unknown broadcast_conv method {self.method!r}")
-    taps = jnp.einsum("nc,abcd->nabd", c, kernel)  # [N, 3, 3, features]
-    rows = _inside(self.height, self.dtype)  # [h, 3]
-    cols = _inside(self.width, self.dtype)  # [w, 3]
-    y = jnp.einsum("ia,nabd->nibd", rows, taps)  # [N, h, 3, features]
-    y = jnp.einsum("jb,nibd->nijd", cols, y)  # [N, h, w, features]
-    return y + bias.astype(self.dtype)
+    return _conv_of_constant(c, kernel, self.height, self.width) + bias.astype(self.dtype)
 
 
 @flax.struct.dataclass
@@ -131,12 +135,16 @@ class FusedUNetInput:
     pairs = jnp.einsum("nacx,bdxo->nacbdo", taps, kernel)  # [N, 3, 3, 3, 3, O]
     context = jnp.einsum("iab,nacbdo->nicdo", _inside_twice(h, dtype), pairs)  # [N, h, 3, 3, O]
     context = jnp.einsum("jcd,nicdo->nijo", _inside_twice(w, dtype), context)  # [N, h, w, O]
-    # Both biases: constant inside the map.
-    bias = (self.mask_bias + self.context_bias).astype(dtype)
-    bias = jnp.einsum("ib,jd,bdo->ijo", _inside(h, dtype), _inside(w, dtype),
-                      jnp.einsum("x,bdxo->bdo", bias, kernel))  # [h, w, O]
+    # Both biases: one constant map, the same for every slot.
+    bias = (self.mask_bias + self.context_bias).astype(dtype)[None]  # [1, C]
+    bias = _conv_of_constant(bias, kernel, h, w)  # [1, h, w, O]
     per_slot = (masks + context + bias).reshape((b, self.num_slots, h, w, -1))
     return (features[:, None] + per_slot).reshape(masks.shape)  # [N, h, w, O]
+
+
+def unet_input_from_config(cfg, dtype: Any = jnp.float32, name: str = "unet_input"):
+  """The `UNetInput` that config.model `cfg` asks for (`broadcast_conv`, `unet_input`)."""
+  return UNetInput(cfg.broadcast_conv, cfg.unet_input == "fused", dtype, name=name)
 
 
 class UNetInput(nn.Module):
