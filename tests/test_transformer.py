@@ -1,6 +1,7 @@
 """Tests of vonet_jax.models.transformer: parameter counts, attention implementations, KV cache."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -247,3 +248,13 @@ def test_multi_head_attention_causal_blocks_same_training_output():
   train = [make(causal_blocks=n).apply(params, x, causal=True, deterministic=False, rngs=rngs)
            for n in (1, x.shape[1])]
   np.testing.assert_allclose(train[0], train[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("broadcast_dims", [(), (1,)])
+def test_dropout_is_flax_dropout(broadcast_dims):
+  x = jax.random.normal(jax.random.key(0), (4, 16, 8))
+  for key in (jax.random.key(1), jax.random.key(2, impl="rbg")):
+    ours, theirs = (m(0.3, broadcast_dims=broadcast_dims).apply(
+        {}, x, deterministic=False, rngs={"dropout": key})
+                    for m in (transformer.Dropout, nn.Dropout))
+    np.testing.assert_array_equal(ours, theirs)

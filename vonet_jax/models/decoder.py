@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import optax
 
 from vonet_jax.models.layers import Dense
-from vonet_jax.models.transformer import FeedForward, MultiHeadAttention, layer_norm, xavier_uniform
+from vonet_jax.models.transformer import (Dropout, FeedForward, MultiHeadAttention, layer_norm,
+                                         xavier_uniform)
 
 
 def _bos_init(key, shape, dtype=jnp.float32):
@@ -246,7 +247,7 @@ class TransformerDecoder(nn.Module):
     self.bos = self.param("bos", _bos_init, (1, 1, d))
     self.position_embedding = self.param("position_embedding", _position_init,
                                          (self.num_tokens, d))
-    self.input_dropout = nn.Dropout(self.dropout)
+    self.input_dropout = Dropout(self.dropout)
     self.input_norm = layer_norm(self.dtype)
     self.transformer = DecoderStack(d, self.num_heads, self.num_layers, self.ffn_dim,
                                     self.dropout, impl=self.impl,

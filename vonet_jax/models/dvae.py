@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models import random_box
 from vonet_jax.models.layers import PointwiseConv
 from vonet_jax.models.transformer import tie_key_to, xavier_uniform
 
@@ -68,7 +69,8 @@ def gumbel_softmax(log_probs, tau, rng):
   """
   # The key is tied to log_probs (same key, see tie_key_to): otherwise XLA:CPU draws the noise at
   # the start of the step, as it depends on the key alone, and keeps it alive meanwhile.
-  gumbel = jax.random.gumbel(tie_key_to(rng, log_probs), log_probs.shape, jnp.float32)  # [..., V]
+  # random_box.gumbel is jax.random.gumbel bit for bit, fused into one loop on XLA:CPU.
+  gumbel = random_box.gumbel(tie_key_to(rng, log_probs), log_probs.shape)  # [..., V]
   relaxed = jax.nn.softmax((log_probs.astype(jnp.float32) + gumbel) / tau, axis=-1)
   return relaxed, jnp.argmax(relaxed, axis=-1).astype(jnp.int32)
 

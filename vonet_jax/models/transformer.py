@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import Dense
+from vonet_jax.models import random_box
 from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
@@ -54,10 +55,33 @@ def tie_key_to(key, x):
   return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
 
 
-class ProbabilityDropout(nn.Dropout):
-  """`nn.Dropout` of the attention probabilities, whose key `dropout_attention` draws.
+class Dropout(nn.Dropout):
+  """`nn.Dropout`, the same mask bit for bit, drawn by `random_box.bernoulli`.
 
-  Called as a module it is `nn.Dropout`; `dropout_attention` instead takes its key (the same
+  flax draws the mask with `jax.random.bernoulli`, whose threefry hash XLA:CPU runs as a loop
+  that it cannot fuse; `random_box.bernoulli` hashes the same counters unrolled (random_box's
+  docstring; other keys get `jax.random.bernoulli` itself).
+  """
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: Optional[bool] = None, rng=None):
+    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:
+      return jnp.zeros_like(inputs)
+    keep_prob = 1.0 - self.rate
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    shape = tuple(1 if axis in self.broadcast_dims else n for axis, n in enumerate(inputs.shape))
+    mask = jnp.broadcast_to(random_box.bernoulli(rng, keep_prob, shape), inputs.shape)
+    return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
+class ProbabilityDropout(Dropout):
+  """`Dropout` of the attention probabilities, whose key `dropout_attention` draws.
+
+  Called as a module it is `Dropout`; `dropout_attention` instead takes its key (the same
   `make_rng` path, so the same mask) and applies it inside one custom VJP.
   """
 
@@ -73,10 +97,12 @@ def _softmax_dropout_values(logits, v, key, keep_prob, dtype, box=None):
   Forward: exactly `einsum_attention`'s softmax -> `ProbabilityDropout` -> value matmul (same
   operations, same bernoulli draw from `key` tied to the probabilities). Backward: autodiff's
   operations in autodiff's order (value matmul, dropout: select then divide, the cast, softmax's
-  transposed JVP), with the keep mask regenerated from `key` and the dropped probabilities
-  recomputed from the saved float32 softmax output P. So the only full-size residual is P: autodiff
-  keeps both P (softmax backward) and the dropped probabilities D (value matmul backward),
-  2 x [B, H, T, S] float32 per attention layer.
+  transposed JVP), with the keep mask saved as bits (`_pack_bits`, 1 bit per probability) and the
+  dropped probabilities recomputed from the saved float32 softmax output P. So the only
+  full-size float residual is P: autodiff keeps both P (softmax backward) and the dropped
+  probabilities D (value matmul backward), 2 x [B, H, T, S] float32 per attention layer. Saving
+  the mask's bits (1/32 of P) instead of drawing it again from `key` saves the backward pass a
+  second threefry draw, about half the decoder's random-bit time on XLA:CPU.
 
   Args:
     logits: [B, H, T, S] float32, masked already.
@@ -107,19 +133,33 @@ def _values(d, v):
   return jnp.einsum("bhts,bshd->bthd", d, v)  # [B, T, H, Dh]
 
 
+def _pack_bits(keep):
+  """bool [..., S] -> uint8 [..., ceil(S / 8)]: bit j of byte i is keep[..., 8 i + j]."""
+  pad = -keep.shape[-1] % 8
+  keep = jnp.pad(keep, [(0, 0)] * (keep.ndim - 1) + [(0, pad)]).astype(jnp.uint8)
+  octets = keep.reshape(*keep.shape[:-1], -1, 8)  # [..., S/8, 8]
+  return (octets << jnp.arange(8, dtype=jnp.uint8)).sum(-1, dtype=jnp.uint8)
+
+
+def _unpack_bits(packed, length: int):
+  """uint8 [..., ceil(S / 8)] -> bool [..., S], the inverse of `_pack_bits`."""
+  bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & 1  # [..., S/8, 8]
+  return bits.reshape(*packed.shape[:-1], -1)[..., :length].astype(bool)
+
+
 def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype, box):
   p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
   probs = p.astype(dtype)
-  _, d = _dropped(probs, key, keep_prob, probs, box)
-  return _values(d, v), (p, v, key)
+  keep, d = _dropped(probs, key, keep_prob, probs, box)
+  return _values(d, v), (p, v, _pack_bits(keep))
 
 
 def _softmax_dropout_values_bwd(keep_prob, dtype, box, res, g):
-  p, v, key = res
+  del box
+  p, v, packed_keep = res
   probs = p.astype(dtype)
-  # Tied to the output's cotangent: the mask's random bits cannot be computed before the backward
-  # pass reaches this layer (else XLA:CPU may schedule them early and keep them alive). Same key.
-  keep, d = _dropped(probs, key, keep_prob, g, box)
+  keep = _unpack_bits(packed_keep, p.shape[-1])  # the forward's mask, [B, H, T, S]
+  d = jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))  # as `_dropped`
   _, values_vjp = jax.vjp(_values, d, v)
   dd, dv = values_vjp(g)
   dprobs = jax.lax.select(keep, dd, jnp.zeros_like(dd)) / keep_prob  # nn.Dropout's transpose
@@ -280,7 +320,7 @@ class MultiHeadAttention(nn.Module):
     if self.q_bias:
       self.query_bias = self.param("query_bias", nn.initializers.zeros, (inner,))
     self.attn_dropout = ProbabilityDropout(self.dropout_rate)
-    self.out_dropout = nn.Dropout(self.dropout_rate)
+    self.out_dropout = Dropout(self.dropout_rate)
 
   def _heads(self, x):
     return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # [B, T, H, Dh]
@@ -395,7 +435,8 @@ class FeedForward(nn.Module):
               name="hidden")(x)
     y = Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
               name="out")(nn.relu(h))
-    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    # Named as nn.Dropout's auto-name, so the rng path (and mask) is nn.Dropout's.
+    return Dropout(self.dropout_rate, name="Dropout_0")(y, deterministic=deterministic)
 
 
 class SlotTransformerBlock(nn.Module):
