@@ -37,6 +37,15 @@ def xavier_uniform(gain: float = 1.0):
   return nn.initializers.variance_scaling(gain ** 2, "fan_avg", "uniform")
 
 
+def tie_bits_to(bits, x):
+  """Unsigned-integer `bits` (bit for bit unless x's first element is NaN), computed from x.
+
+  What is computed from the result cannot be scheduled before x exists (see `tie_key_to`).
+  """
+  first = jax.lax.stop_gradient(x.reshape(-1)[0])
+  return bits ^ jnp.isnan(first).astype(bits.dtype)
+
+
 def tie_key_to(key, x):
   """`key` itself (bit for bit) unless x's first element is NaN, but computed from x.
 
@@ -49,9 +58,7 @@ def tie_key_to(key, x):
   x is then already poisoned.
   """
   typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-  data = jax.random.key_data(key) if typed else key
-  first = jax.lax.stop_gradient(x.reshape(-1)[0])
-  data = data ^ jnp.isnan(first).astype(data.dtype)
+  data = tie_bits_to(jax.random.key_data(key) if typed else key, x)
   return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
 
 
@@ -158,7 +165,9 @@ def _softmax_dropout_values_bwd(keep_prob, dtype, box, res, g):
   del box
   p, v, packed_keep = res
   probs = p.astype(dtype)
-  keep = _unpack_bits(packed_keep, p.shape[-1])  # the forward's mask, [B, H, T, S]
+  # Tied to the output's cotangent: else XLA:CPU computes the dropped probabilities d (float32,
+  # [B, H, T, S]) of every layer right after the forward pass and keeps them all alive.
+  keep = _unpack_bits(tie_bits_to(packed_keep, g), p.shape[-1])  # the forward's mask
   d = jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))  # as `_dropped`
   _, values_vjp = jax.vjp(_values, d, v)
   dd, dv = values_vjp(g)
