@@ -52,8 +52,11 @@ def get_base_config() -> ml_collections.ConfigDict:
       dict(vocab_size=4096, hidden=64, relu_before_log_softmax=True))
   # causal_blocks: the training self-attention in 8 query blocks, skipping the fully masked
   # key blocks (exact: the same function and dropout masks; 1 = the plain T x T attention).
+  # recompute_attention: its backward pass recomputes the softmax output instead of keeping it
+  # (exact; less memory, more time: README "Performance").
   m.decoder = ml_collections.ConfigDict(
-      dict(d_model=192, num_heads=4, num_layers=8, ffn_dim=768, dropout=0.1, causal_blocks=8))
+      dict(d_model=192, num_heads=4, num_layers=8, ffn_dim=768, dropout=0.1, causal_blocks=8,
+           recompute_attention=False))
   # Exact speed/memory options (issue "Performance"); see README.
   m.broadcast_conv = "closed_form"       # "closed_form" (exact, fast) or "plain" (3x3 conv)
   m.unet_input = "fused"                 # "fused": U-Net's first conv from the input's parts

@@ -206,8 +206,9 @@ def test_dropout_attention_matches_autodiff(dtype, causal):
     np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), **tol)
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["saved", "recomputed"])
 @pytest.mark.parametrize("num_blocks", [2, 4, 8])
-def test_causal_dropout_attention_matches_the_plain_path(num_blocks):
+def test_causal_dropout_attention_matches_the_plain_path(num_blocks, recompute):
   # The blocked causal attention skips the fully masked keys and draws the dropout mask of each
   # block as a box of the plain path's draw: the same output and gradients as dropout_attention
   # with the full causal mask (to float32 rounding: only the softmax's sum order differs).
@@ -220,7 +221,7 @@ def test_causal_dropout_attention_matches_the_plain_path(num_blocks):
 
   def output(blocks, q, k, v):
     if blocks:
-      fn = lambda mdl: transformer.causal_dropout_attention(q, k, v, mdl, num_blocks)
+      fn = lambda mdl: transformer.causal_dropout_attention(q, k, v, mdl, num_blocks, recompute)
     else:
       fn = lambda mdl: transformer.dropout_attention(q, k, v, transformer.causal_mask(t), mdl)
     return nn.apply(fn, transformer.ProbabilityDropout(0.3))({}, rngs=rngs)

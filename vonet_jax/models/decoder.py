@@ -73,6 +73,7 @@ class DecoderBlock(nn.Module):
   out_init_gain: float = 1.0
   impl: str = "xla"
   causal_blocks: int = 1
+  recompute_attention: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -80,7 +81,7 @@ class DecoderBlock(nn.Module):
     attention = lambda: MultiHeadAttention(
         self.num_heads, head_dim, self.d_model, q_bias=False, dropout_rate=self.dropout,
         impl=self.impl, out_init_gain=self.out_init_gain, causal_blocks=self.causal_blocks,
-        dtype=self.dtype)
+        recompute_attention=self.recompute_attention, dtype=self.dtype)
     self.self_attention_norm = layer_norm(self.dtype)
     self.self_attention = attention()
     self.cross_attention_norm = layer_norm(self.dtype)
@@ -138,6 +139,7 @@ class DecoderStack(nn.Module):
   dropout: float
   impl: str = "xla"
   causal_blocks: int = 1
+  recompute_attention: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -149,7 +151,7 @@ class DecoderStack(nn.Module):
       setattr(self, f"block_{i}", block_cls(
           self.d_model, self.num_heads, self.ffn_dim, self.dropout, is_first=(i == 0),
           out_init_gain=gain, impl=self.impl, causal_blocks=self.causal_blocks,
-          dtype=self.dtype))
+          recompute_attention=self.recompute_attention, dtype=self.dtype))
     self.final_norm = layer_norm(self.dtype)
 
   @property
@@ -221,6 +223,8 @@ class TransformerDecoder(nn.Module):
     impl: attention implementation, "xla" or "einsum".
     causal_blocks: query blocks of the training self-attention (with dropout): the same function
       with the fully masked key blocks skipped (`transformer.causal_dropout_attention`).
+    recompute_attention: that attention's backward pass recomputes the softmax output instead
+      of keeping it (the same function and gradients; less memory, more time).
     remat: wrap each block's teacher-forcing pass in `nn.remat`.
     dtype: compute dtype (parameters float32; use `token_cross_entropy` for a float32 loss).
   """
@@ -234,6 +238,7 @@ class TransformerDecoder(nn.Module):
   memory_hidden: int = 256
   impl: str = "xla"
   causal_blocks: int = 1
+  recompute_attention: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -251,8 +256,9 @@ class TransformerDecoder(nn.Module):
     self.input_norm = layer_norm(self.dtype)
     self.transformer = DecoderStack(d, self.num_heads, self.num_layers, self.ffn_dim,
                                     self.dropout, impl=self.impl,
-                                    causal_blocks=self.causal_blocks, remat=self.remat,
-                                    dtype=self.dtype)
+                                    causal_blocks=self.causal_blocks,
+                                    recompute_attention=self.recompute_attention,
+                                    remat=self.remat, dtype=self.dtype)
     self.logits = LogitsHead(self.vocab_size, dtype=self.dtype)
 
   def _check_z(self, z):

@@ -164,6 +164,11 @@ def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype, box):
 def _softmax_dropout_values_bwd(keep_prob, dtype, box, res, g):
   del box
   p, v, packed_keep = res
+  return (*_backward_from_probabilities(p, v, packed_keep, keep_prob, dtype, g), None)
+
+
+def _backward_from_probabilities(p, v, packed_keep, keep_prob, dtype, g):
+  """(dlogits, dv) of softmax -> dropout -> value matmul, from P and the mask's bits."""
   probs = p.astype(dtype)
   # Tied to the output's cotangent: else XLA:CPU computes the dropped probabilities d (float32,
   # [B, H, T, S]) of every layer right after the forward pass and keeps them all alive.
@@ -176,7 +181,7 @@ def _softmax_dropout_values_bwd(keep_prob, dtype, box, res, g):
   # jax.nn.softmax's JVP, y * (x_dot - sum(y * x_dot)), transposed as autodiff does.
   softmax_jvp = lambda x_dot: p * (x_dot - (p * x_dot).sum(-1, keepdims=True))
   (dlogits,) = jax.linear_transpose(softmax_jvp, p)(dp)
-  return dlogits, dv, None
+  return dlogits, dv
 
 
 _softmax_dropout_values.defvjp(_softmax_dropout_values_fwd, _softmax_dropout_values_bwd)
@@ -223,7 +228,8 @@ def dropout_attention(q, k, v, mask, dropout: "ProbabilityDropout"):
                                  jnp.dtype(q.dtype))
 
 
-def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks: int):
+def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks: int,
+                             recompute: bool = False):
   """`dropout_attention(q, k, v, causal_mask(T), dropout)` computed in row blocks, skipping the
   masked keys.
 
@@ -235,27 +241,87 @@ def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks:
   (`bernoulli_box`: bit for bit for threefry keys). The logits, probabilities, dropout masks and
   saved softmax outputs cover (num_blocks + 1) / (2 num_blocks) of the T x T square.
 
+  One custom VJP covers all blocks: its residuals are q, k, v, each block's dropout mask as bits
+  and, unless `recompute`, each block's float32 softmax output P. With `recompute` the backward
+  pass computes each block's logits and P again from q and k (the same operations), which saves
+  the P of every layer, (num_blocks + 1) / (2 num_blocks) x [B, H, T, T] float32, for one more
+  Q K^T and softmax per block (`model.decoder.recompute_attention`).
+
   Args:
     q, k, v: [B, T, H, Dh] (self-attention: keys and values of the same T positions).
     dropout: the layer's `ProbabilityDropout`, rate in (0, 1).
     num_blocks: number of query blocks; must divide T.
+    recompute: recompute P in the backward pass instead of saving it.
 
   Returns:
     [B, T, H, Dh].
   """
-  batch, length, heads, _ = q.shape
+  length = q.shape[1]
   if length % num_blocks:
     raise ValueError(f"causal attention blocks: {num_blocks} does not divide {length} positions")
-  key, keep_prob, dtype = dropout.key(), 1.0 - dropout.rate, jnp.dtype(q.dtype)
-  full_shape, block = (batch, heads, length, length), length // num_blocks
-  outs = []
-  for start in range(0, length, block):
-    end = start + block
-    mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]  # [block, end]
-    logits = _masked_logits(q[:, start:end], k[:, :end], mask[None, None])  # [B, H, block, end]
-    box = (full_shape, (0, 0, start, 0))
-    outs.append(_softmax_dropout_values(logits, v[:, :end], key, keep_prob, dtype, box))
-  return jnp.concatenate(outs, axis=1)  # [B, T, H, Dh]
+  return _blocked_causal_attention(q, k, v, dropout.key(), 1.0 - dropout.rate,
+                                   jnp.dtype(q.dtype), num_blocks, recompute)
+
+
+def _causal_blocks(length: int, num_blocks: int):
+  """(start, end) of each query block; its key window is [0, end)."""
+  block = length // num_blocks
+  return [(start, start + block) for start in range(0, length, block)]
+
+
+def _block_logits(q, k, start: int, end: int):
+  """Masked float32 logits [B, H, end - start, end] of queries [start, end) over keys [0, end)."""
+  mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]  # [block, end]
+  return _masked_logits(q[:, start:end], k[:, :end], mask[None, None])
+
+
+def _tie_floats_to(x, anchor):
+  """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
+  return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _blocked_causal_attention(q, k, v, key, keep_prob, dtype, num_blocks, recompute):
+  return _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, recompute)[0]
+
+
+def _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, recompute):
+  batch, length, heads, _ = q.shape
+  full_shape = (batch, heads, length, length)
+  outs, saved_p, masks = [], [], []
+  for start, end in _causal_blocks(length, num_blocks):
+    p = jax.nn.softmax(_block_logits(q, k, start, end), axis=-1)  # [B, H, block, end] float32
+    probs = p.astype(dtype)
+    keep, d = _dropped(probs, key, keep_prob, probs, (full_shape, (0, 0, start, 0)))
+    outs.append(_values(d, v[:, :end]))  # [B, block, H, Dh]
+    masks.append(_pack_bits(keep))
+    saved_p.append(None if recompute else p)
+  return jnp.concatenate(outs, axis=1), (q, k, v, saved_p, masks)
+
+
+def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, g):
+  q, k, v, saved_p, masks = res
+  dq, dk, dv = jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)
+  for (start, end), p, bits in zip(_causal_blocks(q.shape[1], num_blocks), saved_p, masks):
+    g_block = g[:, start:end]  # [B, block, H, Dh]
+    logits_fn = functools.partial(_block_logits, start=start, end=end)
+    if recompute:
+      # Tied to the cotangent (like the mask's bits): else XLA:CPU recomputes every block's P
+      # right after the forward pass and keeps them all alive, saving nothing.
+      logits, logits_vjp = jax.vjp(logits_fn, _tie_floats_to(q, g_block), k)
+      p = jax.nn.softmax(logits, axis=-1)
+    else:
+      _, logits_vjp = jax.vjp(logits_fn, q, k)  # its forward is unused: XLA drops it
+    dlogits, dv_block = _backward_from_probabilities(p, v[:, :end], bits, keep_prob, dtype,
+                                                     g_block)
+    dq_block, dk_block = logits_vjp(dlogits)
+    dq, dk = dq + dq_block, dk + dk_block
+    dv = dv.at[:, :end].add(dv_block)
+  return dq, dk, dv, None
+
+
+_blocked_causal_attention.defvjp(_blocked_causal_attention_fwd, _blocked_causal_attention_bwd)
 
 
 def _dot_product_attention(q, k, v, mask, causal):
@@ -305,6 +371,8 @@ class MultiHeadAttention(nn.Module):
     out_init_gain: xavier gain of the output projection.
     causal_blocks: causal self-attention with probability dropout in this many query blocks
       (`causal_dropout_attention`: the same function, about half the work); 1 = one T x T block.
+    recompute_attention: that blocked attention recomputes its softmax output in the backward
+      pass instead of keeping it (`causal_dropout_attention(recompute=True)`).
     dtype: compute dtype (parameters stay float32).
   """
   num_heads: int
@@ -315,6 +383,7 @@ class MultiHeadAttention(nn.Module):
   impl: str = "xla"
   out_init_gain: float = 1.0
   causal_blocks: int = 1
+  recompute_attention: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -363,7 +432,8 @@ class MultiHeadAttention(nn.Module):
       k, v = k.astype(q.dtype), v.astype(q.dtype)
       out = _dot_product_attention(q, k, v, mask, causal)  # [B, T, H, Dh]
     elif probability_dropout and causal and mask is None and self.causal_blocks > 1:
-      out = causal_dropout_attention(q, k, v, self.attn_dropout, self.causal_blocks)
+      out = causal_dropout_attention(q, k, v, self.attn_dropout, self.causal_blocks,
+                                     self.recompute_attention)
     else:
       if causal:
         cm = causal_mask(q.shape[1])  # [1, 1, T, T]
