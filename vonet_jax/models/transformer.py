@@ -275,7 +275,7 @@ def _block_logits(q, k, start: int, end: int):
   return _masked_logits(q[:, start:end], k[:, :end], mask[None, None])
 
 
-def _tie_floats_to(x, anchor):
+def tie_floats_to(x, anchor):
   """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
   bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
   return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
@@ -309,7 +309,7 @@ def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, 
     if recompute:
       # Tied to the cotangent (like the mask's bits): else XLA:CPU recomputes every block's P
       # right after the forward pass and keeps them all alive, saving nothing.
-      logits, logits_vjp = jax.vjp(logits_fn, _tie_floats_to(q, g_block), k)
+      logits, logits_vjp = jax.vjp(logits_fn, tie_floats_to(q, g_block), k)
       p = jax.nn.softmax(logits, axis=-1)
     else:
       _, logits_vjp = jax.vjp(logits_fn, q, k)  # its forward is unused: XLA drops it
