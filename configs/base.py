@@ -53,10 +53,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # causal_blocks: the training self-attention in 8 query blocks, skipping the fully masked
   # key blocks (exact: the same function and dropout masks; 1 = the plain T x T attention).
   # recompute_attention: its backward pass recomputes the softmax output instead of keeping it
-  # (exact; less memory, more time: README "Performance").
+  # (exact; less memory, more time: README "Performance"). recompute_blocks: each block's
+  # backward pass recomputes the block from its input (the same function, other dropout masks).
   m.decoder = ml_collections.ConfigDict(
       dict(d_model=192, num_heads=4, num_layers=8, ffn_dim=768, dropout=0.1, causal_blocks=8,
-           recompute_attention=False))
+           recompute_attention=False, recompute_blocks=False))
   # Exact speed/memory options (issue "Performance"); see README.
   m.broadcast_conv = "closed_form"       # "closed_form" (exact, fast) or "plain" (3x3 conv)
   m.unet_input = "fused"                 # "fused": U-Net's first conv from the input's parts

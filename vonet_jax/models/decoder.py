@@ -20,6 +20,7 @@ xavier-style uniform BOS, truncated N(0, 1) in [-2, 2] position embedding, zero 
 
 Shapes: B batch, K slots, D slot size, N tokens per frame, V vocabulary, d d_model.
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -29,7 +30,7 @@ import optax
 
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import (Dropout, FeedForward, MultiHeadAttention, layer_norm,
-                                         xavier_uniform)
+                                         tie_floats_to, xavier_uniform)
 
 
 def _bos_init(key, shape, dtype=jnp.float32):
@@ -130,8 +131,45 @@ class DecoderBlock(nn.Module):
     return self._cross_and_ffn(x, cross_kv, True), new_cache
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _recomputed_block(apply_block, params, x, memory, key):
+  """apply_block(params, x, memory, key), whose backward pass recomputes the block.
+
+  The residuals are the block's inputs alone. The recomputation is tied to the output cotangent
+  (`transformer.tie_floats_to`): XLA:CPU otherwise runs every block's recomputation at the start
+  of the backward pass and keeps all their activations alive at once (why `nn.remat` lowers
+  nothing there).
+  """
+  return apply_block(params, x, memory, key)
+
+
+def _recomputed_block_fwd(apply_block, params, x, memory, key):
+  return apply_block(params, x, memory, key), (params, x, memory, key)
+
+
+def _recomputed_block_bwd(apply_block, res, g):
+  params, x, memory, key = res
+  _, block_vjp = jax.vjp(lambda p, x_, m: apply_block(p, x_, m, key), params,
+                         tie_floats_to(x, g), memory)
+  return (*block_vjp(g), None)
+
+
+_recomputed_block.defvjp(_recomputed_block_fwd, _recomputed_block_bwd)
+
+
+def _apply_training_block(block: "DecoderBlock", params, x, memory, key):
+  """The unbound `block` in training mode with dropout key `key`: [B, N, d] -> [B, N, d]."""
+  return block.apply({"params": params}, x, memory, False, rngs={"dropout": key})
+
+
 class DecoderStack(nn.Module):
-  """`num_layers` decoder blocks and the final LayerNorm (params block_i, final_norm)."""
+  """`num_layers` decoder blocks and the final LayerNorm (params block_i, final_norm).
+
+  With `recompute_blocks`, each block's training pass runs as a pure function of its parameters,
+  input, memory and a dropout key drawn here, under `_recomputed_block`: the backward pass
+  recomputes the block instead of keeping its activations. The same function and distribution;
+  the dropout masks come from that key, so they differ from the default path's.
+  """
   d_model: int
   num_heads: int
   num_layers: int
@@ -140,6 +178,7 @@ class DecoderStack(nn.Module):
   impl: str = "xla"
   causal_blocks: int = 1
   recompute_attention: bool = False
+  recompute_blocks: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -160,8 +199,14 @@ class DecoderStack(nn.Module):
 
   def __call__(self, x, memory, deterministic: bool):
     """x: [B, N, d]; memory: [B, K, d] -> [B, N, d]."""
+    recompute = self.recompute_blocks and not deterministic and not self.is_initializing()
     for block in self.blocks:
-      x = block(x, memory, deterministic)
+      if recompute:
+        apply_block = functools.partial(_apply_training_block, block.clone(parent=None))
+        x = _recomputed_block(apply_block, block.variables["params"], x, memory,
+                              self.make_rng("dropout"))
+      else:
+        x = block(x, memory, deterministic)
     return self.final_norm(x)
 
   def memory_key_value(self, memory):
@@ -225,6 +270,8 @@ class TransformerDecoder(nn.Module):
       with the fully masked key blocks skipped (`transformer.causal_dropout_attention`).
     recompute_attention: that attention's backward pass recomputes the softmax output instead
       of keeping it (the same function and gradients; less memory, more time).
+    recompute_blocks: each block's backward pass recomputes the block from its input
+      (`DecoderStack`; the same function, other dropout masks; less memory, more time).
     remat: wrap each block's teacher-forcing pass in `nn.remat`.
     dtype: compute dtype (parameters float32; use `token_cross_entropy` for a float32 loss).
   """
@@ -239,6 +286,7 @@ class TransformerDecoder(nn.Module):
   impl: str = "xla"
   causal_blocks: int = 1
   recompute_attention: bool = False
+  recompute_blocks: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -258,6 +306,7 @@ class TransformerDecoder(nn.Module):
                                     self.dropout, impl=self.impl,
                                     causal_blocks=self.causal_blocks,
                                     recompute_attention=self.recompute_attention,
+                                    recompute_blocks=self.recompute_blocks,
                                     remat=self.remat, dtype=self.dtype)
     self.logits = LogitsHead(self.vocab_size, dtype=self.dtype)
 
