@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vonet_jax.models.layers import Dense
 from vonet_jax.models import random_box
+from vonet_jax.models.layers import Dense
 from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
@@ -97,8 +97,8 @@ class ProbabilityDropout(Dropout):
     return self.make_rng(self.rng_collection)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _softmax_dropout_values(logits, v, key, keep_prob, dtype, box=None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
   """einsum(select(keep, softmax(logits).astype(dtype) / keep_prob, 0), v), saving P alone.
 
   Forward: exactly `einsum_attention`'s softmax -> `ProbabilityDropout` -> value matmul (same
@@ -117,20 +117,19 @@ def _softmax_dropout_values(logits, v, key, keep_prob, dtype, box=None):
     key: the dropout rng key (typed or raw).
     keep_prob: 1 - dropout rate, in (0, 1).
     dtype: the dtype of the probabilities fed to the value matmul (q's dtype).
-    box: None (the mask is a draw of logits' shape) or (full shape, start): logits are the box
-      at `start` of a larger attention, whose mask box this draws (`bernoulli_box`).
 
   Returns:
     [B, T, H, Dh].
   """
-  return _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype, box)[0]
+  return _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype)[0]
 
 
-def _dropped(probs, key, keep_prob, tie_to, box):
-  # nn.Dropout's arithmetic: bernoulli keep mask, select(keep, x / p, 0).
-  key = tie_key_to(key, tie_to)
+def _dropped(probs, key, keep_prob, box):
+  # nn.Dropout's arithmetic: bernoulli keep mask, select(keep, x / p, 0). The key is tied to the
+  # probabilities (`tie_key_to`).
+  key = tie_key_to(key, probs)
   if box is None:
-    keep = jax.random.bernoulli(key, p=keep_prob, shape=probs.shape)
+    keep = random_box.bernoulli(key, keep_prob, probs.shape)
   else:
     keep = bernoulli_box(key, keep_prob, *box, size=probs.shape)
   return keep, jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))
@@ -154,15 +153,14 @@ def _unpack_bits(packed, length: int):
   return bits.reshape(*packed.shape[:-1], -1)[..., :length].astype(bool)
 
 
-def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype, box):
+def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
   p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
   probs = p.astype(dtype)
-  keep, d = _dropped(probs, key, keep_prob, probs, box)
+  keep, d = _dropped(probs, key, keep_prob, box=None)
   return _values(d, v), (p, v, _pack_bits(keep))
 
 
-def _softmax_dropout_values_bwd(keep_prob, dtype, box, res, g):
-  del box
+def _softmax_dropout_values_bwd(keep_prob, dtype, res, g):
   p, v, packed_keep = res
   return (*_backward_from_probabilities(p, v, packed_keep, keep_prob, dtype, g), None)
 
@@ -293,7 +291,7 @@ def _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, re
   for start, end in _causal_blocks(length, num_blocks):
     p = jax.nn.softmax(_block_logits(q, k, start, end), axis=-1)  # [B, H, block, end] float32
     probs = p.astype(dtype)
-    keep, d = _dropped(probs, key, keep_prob, probs, (full_shape, (0, 0, start, 0)))
+    keep, d = _dropped(probs, key, keep_prob, (full_shape, (0, 0, start, 0)))
     outs.append(_values(d, v[:, :end]))  # [B, block, H, Dh]
     masks.append(_pack_bits(keep))
     saved_p.append(None if recompute else p)
