@@ -46,6 +46,12 @@ def tie_bits_to(bits, x):
   return bits ^ jnp.isnan(first).astype(bits.dtype)
 
 
+def tie_floats_to(x, anchor):
+  """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
+  return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
+
+
 def tie_key_to(key, x):
   """`key` itself (bit for bit) unless x's first element is NaN, but computed from x.
 
@@ -153,11 +159,17 @@ def _unpack_bits(packed, length: int):
   return bits.reshape(*packed.shape[:-1], -1)[..., :length].astype(bool)
 
 
-def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
+def _attend_dropped(logits, v, key, keep_prob, dtype, box):
+  """Forward of softmax -> dropout -> value matmul: (out [B, T, H, Dh], P float32, mask bits)."""
   p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
   probs = p.astype(dtype)
-  keep, d = _dropped(probs, key, keep_prob, box=None)
-  return _values(d, v), (p, v, _pack_bits(keep))
+  keep, d = _dropped(probs, key, keep_prob, box)
+  return _values(d, v), p, _pack_bits(keep)
+
+
+def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
+  out, p, bits = _attend_dropped(logits, v, key, keep_prob, dtype, box=None)
+  return out, (p, v, bits)
 
 
 def _softmax_dropout_values_bwd(keep_prob, dtype, res, g):
@@ -273,12 +285,6 @@ def _block_logits(q, k, start: int, end: int):
   return _masked_logits(q[:, start:end], k[:, :end], mask[None, None])
 
 
-def tie_floats_to(x, anchor):
-  """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
-  bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
-  return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
 def _blocked_causal_attention(q, k, v, key, keep_prob, dtype, num_blocks, recompute):
   return _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, recompute)[0]
@@ -289,12 +295,11 @@ def _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, re
   full_shape = (batch, heads, length, length)
   outs, saved_p, masks = [], [], []
   for start, end in _causal_blocks(length, num_blocks):
-    p = jax.nn.softmax(_block_logits(q, k, start, end), axis=-1)  # [B, H, block, end] float32
-    probs = p.astype(dtype)
-    keep, d = _dropped(probs, key, keep_prob, (full_shape, (0, 0, start, 0)))
-    outs.append(_values(d, v[:, :end]))  # [B, block, H, Dh]
-    masks.append(_pack_bits(keep))
-    saved_p.append(None if recompute else p)
+    out, p, bits = _attend_dropped(_block_logits(q, k, start, end), v[:, :end], key, keep_prob,
+                                   dtype, (full_shape, (0, 0, start, 0)))
+    outs.append(out)  # [B, block, H, Dh]
+    masks.append(bits)
+    saved_p.append(None if recompute else p)  # [B, H, block, end] float32
   return jnp.concatenate(outs, axis=1), (q, k, v, saved_p, masks)
 
 
