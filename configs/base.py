@@ -55,9 +55,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # recompute_attention: its backward pass recomputes the softmax output instead of keeping it
   # (exact; less memory, more time: README "Performance"). recompute_blocks: each block's
   # backward pass recomputes the block from its input (the same function, other dropout masks).
+  # token_dropout: word dropout on the decoder's input tokens (not in the paper; 0 = off).
   m.decoder = ml_collections.ConfigDict(
       dict(d_model=192, num_heads=4, num_layers=8, ffn_dim=768, dropout=0.1, causal_blocks=8,
-           recompute_attention=False, recompute_blocks=False))
+           recompute_attention=False, recompute_blocks=False, token_dropout=0.0))
   # Exact speed/memory options (issue "Performance"); see README.
   m.broadcast_conv = "closed_form"       # "closed_form" (exact, fast) or "plain" (3x3 conv)
   m.unet_input = "fused"                 # "fused": U-Net's first conv from the input's parts

@@ -128,6 +128,24 @@ def test_recompute_blocks_same_function_and_gradients(tiny, monkeypatch):
                                 jax.jit(model.clone(recompute_blocks=False).apply)(params, z, tokens))
 
 
+@pytest.mark.parametrize("token_dropout", [0.0, 1.0 - 1e-7])
+def test_token_dropout_zeroes_previous_token_embeddings(tiny, token_dropout):
+  # Word dropout zeroes the embeddings of the tokens before each position, BOS and position
+  # embeddings kept, in training only. With token 0's embedding row set to zero, dropping every
+  # token (probability 1 - 1e-7) is teacher forcing on all-zero tokens; 0 changes nothing.
+  model, z, tokens, params = tiny
+  model = model.clone(dropout=0.0, token_dropout=token_dropout)
+  table = params["params"]["token_embedding"]["embedding"]
+  params = {"params": {**params["params"], "token_embedding": {"embedding": table.at[0].set(0.0)}}}
+  apply = jax.jit(model.apply, static_argnums=3)
+  rngs = {"dropout": jax.random.key(9)}
+  train_logits = apply(params, z, tokens, False, rngs=rngs)
+  seen = jnp.zeros_like(tokens) if token_dropout else tokens
+  np.testing.assert_allclose(train_logits, apply(params, z, seen, True), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(apply(params, z, tokens, True), jax.jit(model.clone(
+      token_dropout=0.0).apply)(params, z, tokens), rtol=1e-6, atol=1e-6)
+
+
 def test_token_cross_entropy():
   logits = jax.random.normal(jax.random.key(0), (2, 5, 7))
   tokens = jax.random.randint(jax.random.key(1), (2, 5), 0, 7)

@@ -40,6 +40,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   _require(m.decoder.causal_blocks >= 1 and tokens % m.decoder.causal_blocks == 0,
            "model.decoder.causal_blocks", f"must divide the {tokens} dVAE tokens of a "
            f"{d.resolution}x{d.resolution} frame, got {m.decoder.causal_blocks}")
+  _require(0.0 <= m.decoder.token_dropout < 1.0, "model.decoder.token_dropout",
+           f"must be in [0, 1), got {m.decoder.token_dropout}")
   _require(m.compute_dtype in ("float32", "bfloat16"), "model.compute_dtype",
            f"use 'float32' or 'bfloat16', got {m.compute_dtype!r}")
   _require(t.batch_size >= 1 and t.batch_size % num_devices == 0, "train.batch_size",

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.transformer import (Dropout, FeedForward, MultiHeadAttention, layer_norm,
                                          tie_floats_to, xavier_uniform)
@@ -273,6 +274,10 @@ class TransformerDecoder(nn.Module):
     recompute_blocks: each block's backward pass recomputes the block from its input
       (`DecoderStack`; the same function, other dropout masks; less memory, more time).
     remat: wrap each block's teacher-forcing pass in `nn.remat`.
+    token_dropout: in training, the probability that a previous token's embedding is zeroed
+      (its position embedding kept; BOS never): word dropout (Bowman et al., 2016), which makes
+      the decoder lean on the slots instead of the tokens before. Not in the paper: 0 (off) by
+      default; an option for small-scale runs (README, "Does it learn objects on a CPU?").
     dtype: compute dtype (parameters float32; use `token_cross_entropy` for a float32 loss).
   """
   vocab_size: int
@@ -288,6 +293,7 @@ class TransformerDecoder(nn.Module):
   recompute_attention: bool = False
   recompute_blocks: bool = False
   remat: bool = False
+  token_dropout: float = 0.0
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -332,6 +338,10 @@ class TransformerDecoder(nn.Module):
     memory = self.slot_memory(z)  # [B, K, d]
     bos = jnp.broadcast_to(self.bos.astype(memory.dtype), (b, 1, self.d_model))  # [B, 1, d]
     previous = self.token_embedding(tokens[:, :-1])  # [B, N-1, d]
+    if self.token_dropout and not deterministic:
+      keep = random_box.bernoulli(self.make_rng("dropout"), 1.0 - self.token_dropout,
+                                  previous.shape[:2])  # [B, N-1]
+      previous = previous * keep[..., None].astype(previous.dtype)
     x = jnp.concatenate([bos, previous.astype(bos.dtype)], axis=1)  # [B, N, d]
     x = x + self.position_embedding[None, :n].astype(x.dtype)  # [B, N, d]
     x = self.input_norm(self.input_dropout(x, deterministic=deterministic))

@@ -82,7 +82,8 @@ def make_decoder(cfg, num_tokens: int) -> TransformerDecoder:
       num_heads=d.num_heads, num_layers=d.num_layers, ffn_dim=d.ffn_dim, dropout=d.dropout,
       memory_hidden=cfg.mlp_hidden, impl=cfg.attention_impl, causal_blocks=d.causal_blocks,
       recompute_attention=d.recompute_attention, recompute_blocks=d.recompute_blocks,
-      remat=cfg.remat, dtype=jnp.dtype(cfg.compute_dtype))
+      remat=cfg.remat, token_dropout=d.token_dropout,
+      dtype=jnp.dtype(cfg.compute_dtype))
 
 
 class VONet(nn.Module):
