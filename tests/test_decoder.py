@@ -199,7 +199,8 @@ def test_probability_dropout_matches_flax_dropout_and_autodiff(tiny, monkeypatch
 
 
 def test_probability_dropout_key_draws_the_mask_of_flax_dropout():
-  from vonet_jax.models.transformer import ProbabilityDropout, tie_key_to
+  from vonet_jax.models.lean_backward import tie_key_to
+  from vonet_jax.models.transformer import ProbabilityDropout
   x = jax.nn.softmax(jax.random.normal(jax.random.key(0), (3, 7, 5)))
   rngs = {"dropout": jax.random.key(1)}
   for rate in (0.1, 0.5):

@@ -12,7 +12,6 @@ from vonet_jax import train_step
 from vonet_jax.models.attention import RecurrentAttention
 from vonet_jax.models.unet_input import BroadcastConv
 from vonet_jax.models.slots import InitialSlots, balanced_kl, gaussian_kl
-from vonet_jax.models.unet import max_pool2
 from vonet_jax.models.vonet import VONet, make_model
 
 
@@ -127,16 +126,6 @@ def test_estimated_mask_is_local_and_wo_unet_uses_it(tiny):
   cfg.model.use_unet = False
   _, out = encode(cfg, variables, frames, r_prev, first)
   np.testing.assert_allclose(out["masks"], np.exp(out["est_log_masks"]), atol=1e-6)
-
-
-def test_max_pool_equals_flax_max_pool_after_relu():
-  """The U-Net's reshape max-pool: nn.max_pool's values, and its gradient through the ReLU
-  before it (ties, which only ReLU zeros have, get no gradient either way)."""
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 6, 5)), jnp.float32)
-  plain = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(max_pool2(x), plain(x))
-  loss = lambda pool: (lambda y: jnp.sum(jnp.sin(pool(jax.nn.relu(y))) * jnp.arange(5.0)))
-  np.testing.assert_array_equal(jax.grad(loss(max_pool2))(x), jax.grad(loss(plain))(x))
 
 
 def test_broadcast_conv_closed_form_equals_plain_conv():

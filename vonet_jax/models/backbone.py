@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import PointwiseConv
+from vonet_jax.models.lean_backward import relu
 from vonet_jax.models.transformer import FeedForward
 
 # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
@@ -31,7 +32,7 @@ class ResNetBlock(nn.Module):
     pad = ((1, 1), (1, 1))
     y = nn.Conv(self.channels, (3, 3), strides=self.stride, padding=pad, use_bias=False,
                 name="conv1")(x)
-    y = nn.relu(norm("bn1")(y))
+    y = relu(norm("bn1")(y))
     y = nn.Conv(self.channels, (3, 3), padding=pad, use_bias=False, name="conv2")(y)
     y = norm("bn2")(y)
     shortcut = x
@@ -39,7 +40,7 @@ class ResNetBlock(nn.Module):
       shortcut = nn.Conv(self.channels, (1, 1), strides=self.stride, use_bias=False,
                          name="shortcut_conv")(x)
       shortcut = norm("shortcut_bn")(shortcut)
-    return nn.relu(y + shortcut)  # [B, H/stride, W/stride, channels]
+    return relu(y + shortcut)  # [B, H/stride, W/stride, channels]
 
 
 def position_grid(height: int, width: int) -> jnp.ndarray:

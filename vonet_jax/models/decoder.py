@@ -30,8 +30,9 @@ import optax
 
 from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
+from vonet_jax.models.lean_backward import relu, tie_floats_to
 from vonet_jax.models.transformer import (Dropout, FeedForward, MultiHeadAttention, layer_norm,
-                                         tie_floats_to, xavier_uniform)
+                                         xavier_uniform)
 
 
 def _bos_init(key, shape, dtype=jnp.float32):
@@ -137,7 +138,7 @@ def _recomputed_block(apply_block, params, x, memory, key):
   """apply_block(params, x, memory, key), whose backward pass recomputes the block.
 
   The residuals are the block's inputs alone. The recomputation is tied to the output cotangent
-  (`transformer.tie_floats_to`): XLA:CPU otherwise runs every block's recomputation at the start
+  (`lean_backward.tie_floats_to`): XLA:CPU otherwise runs every block's recomputation at the start
   of the backward pass and keeps all their activations alive at once (why `nn.remat` lowers
   nothing there).
   """
@@ -236,7 +237,7 @@ class SlotMemory(nn.Module):
   @nn.compact
   def __call__(self, z):
     # z: [B, K, D] -> [B, K, d]
-    h = nn.relu(Dense(self.hidden, dtype=self.dtype,
+    h = relu(Dense(self.hidden, dtype=self.dtype,
                       kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
     return Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
 

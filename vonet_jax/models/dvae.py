@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from vonet_jax.models import random_box
 from vonet_jax.models.layers import PointwiseConv
-from vonet_jax.models.transformer import tie_key_to, xavier_uniform
+from vonet_jax.models.lean_backward import relu, tie_key_to
+from vonet_jax.models.transformer import xavier_uniform
 
 _PATCH = 4  # encoder stride: one token per 4x4 patch
 
@@ -46,9 +47,9 @@ def pixel_shuffle(x, factor: int):
   return x.reshape(b, h * r, w * r, c)
 
 
-def _conv(features, kernel, relu, dtype, name, strides=1, padding=0):
+def _conv(features, kernel, before_relu, dtype, name, strides=1, padding=0):
   """Conv with bias; explicit symmetric zero padding; kaiming init before a ReLU else xavier."""
-  init = nn.initializers.he_uniform() if relu else xavier_uniform()
+  init = nn.initializers.he_uniform() if before_relu else xavier_uniform()
   if kernel == 1 and strides == 1 and padding == 0:
     return PointwiseConv(features, kernel_init=init, dtype=dtype, name=name)
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
@@ -92,12 +93,12 @@ class DVAEEncoder(nn.Module):
   @nn.compact
   def __call__(self, images):
     # images: [B, H, W, 3] -> log_probs [B, H/4, W/4, V]
-    x = nn.relu(_conv(self.hidden, _PATCH, True, self.dtype, "patch", strides=_PATCH)(images))
+    x = relu(_conv(self.hidden, _PATCH, True, self.dtype, "patch", strides=_PATCH)(images))
     for i in range(5):
-      x = nn.relu(_conv(self.hidden, 1, True, self.dtype, f"conv_{i}")(x))  # [B, h, w, hidden]
+      x = relu(_conv(self.hidden, 1, True, self.dtype, f"conv_{i}")(x))  # [B, h, w, hidden]
     logits = _conv(self.vocab_size, 1, False, self.dtype, "vocab")(x)  # [B, h, w, V]
     if self.relu_before_log_softmax:
-      logits = nn.relu(logits)
+      logits = relu(logits)
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
@@ -115,12 +116,12 @@ class DVAEDecoder(nn.Module):
   def __call__(self, z):
     # z: [B, h, w, V] -> [B, 4h, 4w, 3]
     conv = lambda ch, k, name, pad=0: _conv(ch, k, True, self.dtype, name, padding=pad)
-    x = nn.relu(conv(self.hidden, 1, "vocab")(z))  # [B, h, w, hidden]
+    x = relu(conv(self.hidden, 1, "vocab")(z))  # [B, h, w, hidden]
     for s in range(2):
-      x = nn.relu(conv(self.hidden, 3, f"conv3x3_{s}", pad=1)(x))
+      x = relu(conv(self.hidden, 3, f"conv3x3_{s}", pad=1)(x))
       for i in range(2):
-        x = nn.relu(conv(self.hidden, 1, f"conv_{s}_{i}")(x))
-      x = nn.relu(conv(4 * self.hidden, 1, f"expand_{s}")(x))  # [B, h', w', 4*hidden]
+        x = relu(conv(self.hidden, 1, f"conv_{s}_{i}")(x))
+      x = relu(conv(4 * self.hidden, 1, f"expand_{s}")(x))  # [B, h', w', 4*hidden]
       x = pixel_shuffle(x, 2)  # [B, 2h', 2w', hidden]
     out = _conv(self.out_channels, 1, False, self.dtype, "out")(x)  # [B, 4h, 4w, 3]
     return out.astype(jnp.float32)

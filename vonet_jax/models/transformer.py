@@ -21,6 +21,8 @@ import jax.numpy as jnp
 
 from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
+from vonet_jax.models.lean_backward import (pack_bits, relu, tie_bits_to, tie_floats_to, tie_key_to,
+                                            unpack_bits)
 from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
@@ -35,37 +37,6 @@ def layer_norm(dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Layer
 def xavier_uniform(gain: float = 1.0):
   """PyTorch's xavier_uniform_ with a gain, for [fan_in, fan_out] (or HWIO) kernels."""
   return nn.initializers.variance_scaling(gain ** 2, "fan_avg", "uniform")
-
-
-def tie_bits_to(bits, x):
-  """Unsigned-integer `bits` (bit for bit unless x's first element is NaN), computed from x.
-
-  What is computed from the result cannot be scheduled before x exists (see `tie_key_to`).
-  """
-  first = jax.lax.stop_gradient(x.reshape(-1)[0])
-  return bits ^ jnp.isnan(first).astype(bits.dtype)
-
-
-def tie_floats_to(x, anchor):
-  """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
-  bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
-  return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
-
-
-def tie_key_to(key, x):
-  """`key` itself (bit for bit) unless x's first element is NaN, but computed from x.
-
-  Random bits drawn from the result cannot be computed before x exists. Without such a tie XLA:CPU
-  schedules everything that depends on the rng key alone (e.g. threefry's counters, two uint32
-  arrays of the output's shape) at the start of the step and keeps it alive until used: with
-  remat, the decoder's attention-dropout counters of all 8 blocks ([B, H, N, N] x 8 bytes each)
-  and the dVAE's Gumbel noise were alive together. (`jax.lax.optimization_barrier` does not do
-  this: XLA:CPU removes barriers before it schedules.) A NaN in x[0] flips the key's lowest bit;
-  x is then already poisoned.
-  """
-  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-  data = tie_bits_to(jax.random.key_data(key) if typed else key, x)
-  return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
 
 
 class Dropout(nn.Dropout):
@@ -110,7 +81,7 @@ def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
   Forward: exactly `einsum_attention`'s softmax -> `ProbabilityDropout` -> value matmul (same
   operations, same bernoulli draw from `key` tied to the probabilities). Backward: autodiff's
   operations in autodiff's order (value matmul, dropout: select then divide, the cast, softmax's
-  transposed JVP), with the keep mask saved as bits (`_pack_bits`, 1 bit per probability) and the
+  transposed JVP), with the keep mask saved as bits (`pack_bits`, 1 bit per probability) and the
   dropped probabilities recomputed from the saved float32 softmax output P. So the only
   full-size float residual is P: autodiff keeps both P (softmax backward) and the dropped
   probabilities D (value matmul backward), 2 x [B, H, T, S] float32 per attention layer. Saving
@@ -145,26 +116,12 @@ def _values(d, v):
   return jnp.einsum("bhts,bshd->bthd", d, v)  # [B, T, H, Dh]
 
 
-def _pack_bits(keep):
-  """bool [..., S] -> uint8 [..., ceil(S / 8)]: bit j of byte i is keep[..., 8 i + j]."""
-  pad = -keep.shape[-1] % 8
-  keep = jnp.pad(keep, [(0, 0)] * (keep.ndim - 1) + [(0, pad)]).astype(jnp.uint8)
-  octets = keep.reshape(*keep.shape[:-1], -1, 8)  # [..., S/8, 8]
-  return (octets << jnp.arange(8, dtype=jnp.uint8)).sum(-1, dtype=jnp.uint8)
-
-
-def _unpack_bits(packed, length: int):
-  """uint8 [..., ceil(S / 8)] -> bool [..., S], the inverse of `_pack_bits`."""
-  bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & 1  # [..., S/8, 8]
-  return bits.reshape(*packed.shape[:-1], -1)[..., :length].astype(bool)
-
-
 def _attend_dropped(logits, v, key, keep_prob, dtype, box):
   """Forward of softmax -> dropout -> value matmul: (out [B, T, H, Dh], P float32, mask bits)."""
   p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
   probs = p.astype(dtype)
   keep, d = _dropped(probs, key, keep_prob, box)
-  return _values(d, v), p, _pack_bits(keep)
+  return _values(d, v), p, pack_bits(keep)
 
 
 def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
@@ -182,7 +139,7 @@ def _backward_from_probabilities(p, v, packed_keep, keep_prob, dtype, g):
   probs = p.astype(dtype)
   # Tied to the output's cotangent: else XLA:CPU computes the dropped probabilities d (float32,
   # [B, H, T, S]) of every layer right after the forward pass and keeps them all alive.
-  keep = _unpack_bits(tie_bits_to(packed_keep, g), p.shape[-1])  # the forward's mask
+  keep = unpack_bits(tie_bits_to(packed_keep, g), p.shape[-1])  # the forward's mask
   d = jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))  # as `_dropped`
   _, values_vjp = jax.vjp(_values, d, v)
   dd, dv = values_vjp(g)
@@ -516,7 +473,7 @@ class FeedForward(nn.Module):
     h = Dense(self.hidden_dim, dtype=self.dtype, kernel_init=nn.initializers.he_uniform(),
               name="hidden")(x)
     y = Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
-              name="out")(nn.relu(h))
+              name="out")(relu(h))
     # Named as nn.Dropout's auto-name, so the rng path (and mask) is nn.Dropout's.
     return Dropout(self.dropout_rate, name="Dropout_0")(y, deterministic=deterministic)
 

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
+from vonet_jax.models.lean_backward import max_pool2, relu
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet_input import FusedUNetInput
 
@@ -34,21 +35,7 @@ class ConvNormRelu(nn.Module):
     # InstanceNorm = GroupNorm with one channel per group.
     x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, dtype=self.dtype,
                      name="norm")(x)
-    return nn.relu(x)
-
-
-def max_pool2(x):
-  """2x2 max-pool, stride 2: [N, h, w, C] -> [N, h/2, w/2, C] (h, w even).
-
-  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`, as a max over a reshape: its
-  gradient is elementwise, where reduce_window's gradient (select-and-scatter) becomes a scatter
-  on XLA:CPU, with int32 index arrays of the input's size kept for the backward pass. The two
-  gradients differ only where a window's maximum is tied (reduce_window gives it to one element,
-  this splits it), which after the ReLU before every pool happens only at zeros, where the
-  ReLU's gradient is zero anyway.
-  """
-  n, h, w, c = x.shape
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return relu(x)
 
 
 def upsample2(x):
@@ -92,8 +79,8 @@ class UNet(nn.Module):
         x = max_pool2(x)
       skips.append(x)
     _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
-    emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
-    emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
+    emb = relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
+    emb = relu(Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
     if self.transformer is not None:
       emb = SlotTransformer(
           num_layers=self.transformer.num_layers, num_heads=self.transformer.num_heads,
@@ -101,7 +88,7 @@ class UNet(nn.Module):
           impl=self.attention_impl, remat=self.remat, dtype=self.dtype,
           name="mask_transformer",
       )(emb.reshape(b, k, self.fc)).reshape(b * k, self.fc)
-    x = nn.relu(Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
+    x = relu(Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
     x = x.reshape(b * k, bh, bw, bc)
     out_channels = up_channels(self.channels)
     for j, skip in enumerate(reversed(skips)):

@@ -1,0 +1,116 @@
+"""ReLU and 2x2 max-pool whose backward passes keep only what the model keeps anyway.
+
+Both are exact: the same values and, bit for bit, the same gradients as their plain forms
+(tests/test_model.py). What changes is what XLA holds from the forward pass for the backward:
+
+- `relu` keeps its output y instead of its input x (its gradient is g where y > 0, the same as
+  where x > 0). The output is kept anyway wherever a matmul or convolution reads it (its weight
+  gradient needs it), so the input (FFN hidden pre-activations [B*T, N, 768] in each decoder
+  block, InstanceNorm outputs in the U-Net) is no longer kept: 0.6 GB less in the decoder at B=8.
+- `max_pool2` keeps its input and output (both kept anyway: the ReLU's output and the next
+  convolution's input) and recomputes the location of each window's maximum in the backward
+  pass, where jax's max reduction keeps that location as a float32 array of the input's size
+  (92 MB per frame at B=8 for the U-Net's 64x64x64 level).
+"""
+import jax
+import jax.numpy as jnp
+
+
+def tie_bits_to(bits, x):
+  """Unsigned-integer `bits` (bit for bit unless x's first element is NaN), computed from x.
+
+  What is computed from the result cannot be scheduled before x exists (see `tie_key_to`).
+  """
+  first = jax.lax.stop_gradient(x.reshape(-1)[0])
+  return bits ^ jnp.isnan(first).astype(bits.dtype)
+
+
+def tie_floats_to(x, anchor):
+  """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
+  return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
+
+
+def tie_key_to(key, x):
+  """`key` itself (bit for bit) unless x's first element is NaN, but computed from x.
+
+  Random bits drawn from the result cannot be computed before x exists. Without such a tie XLA:CPU
+  schedules everything that depends on the rng key alone (e.g. threefry's counters, two uint32
+  arrays of the output's shape) at the start of the step and keeps it alive until used: with
+  remat, the decoder's attention-dropout counters of all 8 blocks ([B, H, N, N] x 8 bytes each)
+  and the dVAE's Gumbel noise were alive together. (`jax.lax.optimization_barrier` does not do
+  this: XLA:CPU removes barriers before it schedules.) A NaN in x[0] flips the key's lowest bit;
+  x is then already poisoned.
+  """
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  data = tie_bits_to(jax.random.key_data(key) if typed else key, x)
+  return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
+
+
+def pack_bits(keep):
+  """bool [..., S] -> uint8 [..., ceil(S / 8)]: bit j of byte i is keep[..., 8 i + j]."""
+  pad = -keep.shape[-1] % 8
+  keep = jnp.pad(keep, [(0, 0)] * (keep.ndim - 1) + [(0, pad)]).astype(jnp.uint8)
+  octets = keep.reshape(*keep.shape[:-1], -1, 8)  # [..., S/8, 8]
+  return (octets << jnp.arange(8, dtype=jnp.uint8)).sum(-1, dtype=jnp.uint8)
+
+
+def unpack_bits(packed, length: int):
+  """uint8 [..., ceil(S / 8)] -> bool [..., S], the inverse of `pack_bits`."""
+  bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & 1  # [..., S/8, 8]
+  return bits.reshape(*packed.shape[:-1], -1)[..., :length].astype(bool)
+
+
+@jax.custom_vjp
+def relu(x):
+  """`jax.nn.relu`; its backward pass keeps where the output is positive as bits."""
+  return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x):
+  return relu(x), pack_bits(x > 0)  # [..., C/8] uint8
+
+
+def _relu_bwd(bits, g):
+  positive = unpack_bits(tie_bits_to(bits, g), g.shape[-1])  # [..., C]
+  return (jnp.where(positive, g, jnp.zeros_like(g)),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+def _windows(x):
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c)  # [N, h/2, 2, w/2, 2, C]
+
+
+@jax.custom_vjp
+def max_pool2(x):
+  """2x2 max-pool, stride 2: [N, h, w, C] -> [N, h/2, w/2, C] (h, w even).
+
+  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`, as a max over a reshape: its
+  gradient is elementwise, where reduce_window's gradient (select-and-scatter) becomes a scatter
+  on XLA:CPU, with int32 index arrays of the input's size kept for the backward pass. The
+  gradient is jax's for a max reduction: a window's gradient is split equally among tied
+  maxima, where reduce_window gives it to one element; after the ReLU before every pool ties
+  happen only at zeros, where the ReLU's gradient is zero anyway.
+  """
+  return _windows(x).max(axis=(2, 4))
+
+
+def _max_pool2_fwd(x):
+  y = max_pool2(x)
+  return y, (x, y)
+
+
+def _max_pool2_bwd(res, g):
+  x, y = res  # [N, h, w, C], [N, h/2, w/2, C]
+  # Tied to g: otherwise XLA:CPU computes the locations right after the forward pass and keeps
+  # them (as float32, for the counts) until the backward pass reaches this pool.
+  at_max = _windows(tie_floats_to(x, g)) == y[:, :, None, :, None]  # [N, h/2, 2, w/2, 2, C]
+  counts = at_max.sum(axis=(2, 4), dtype=g.dtype)  # [N, h/2, w/2, C]
+  share = (g / counts)[:, :, None, :, None]
+  return (jnp.where(at_max, share, jnp.zeros_like(share)).reshape(x.shape),)
+
+
+max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
