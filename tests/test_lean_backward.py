@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vonet_jax.models.lean_backward import max_pool2, relu
+from vonet_jax.models.lean_backward import InstanceNorm, max_pool2, relu
 
 
 def _inputs(shape, seed=0):
@@ -46,3 +46,21 @@ def test_max_pool_equals_flax_max_pool_after_relu():
   np.testing.assert_array_equal(max_pool2(x), plain(x))
   loss = lambda pool: (lambda y: jnp.sum(jnp.sin(pool(relu(y))) * jnp.arange(5.0)))
   np.testing.assert_array_equal(jax.grad(loss(max_pool2))(x), jax.grad(loss(plain))(x))
+
+
+def test_instance_norm_equals_flax_group_norm_with_one_channel_per_group():
+  x = jnp.asarray(np.random.default_rng(3).normal(2.0, 3.0, size=(4, 6, 5, 7)), jnp.float32)
+  plain = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5)
+  lean = InstanceNorm(epsilon=1e-5)
+  params = plain.init(jax.random.key(0), x)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      lean.init(jax.random.key(0), x))
+  params = jax.tree_util.tree_map(  # scale and bias away from 1 and 0
+      lambda p: p + jax.random.normal(jax.random.key(p.size), p.shape), params)
+  w = jnp.asarray(np.random.default_rng(4).normal(size=x.shape), jnp.float32)
+  loss = lambda module: (lambda p, y: jnp.sum(jnp.sin(module.apply(p, y)) * w))
+  np.testing.assert_allclose(lean.apply(params, x), plain.apply(params, x), rtol=1e-5, atol=1e-5)
+  grads = jax.grad(loss(lean), argnums=(0, 1))(params, x)
+  ref = jax.grad(loss(plain), argnums=(0, 1))(params, x)
+  for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref)):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)

@@ -1,17 +1,28 @@
-"""ReLU and 2x2 max-pool whose backward passes keep only what the model keeps anyway.
+"""ReLU, 2x2 max-pool and InstanceNorm whose backward passes keep less from the forward pass.
 
-Both are exact: the same values and, bit for bit, the same gradients as their plain forms
-(tests/test_model.py). What changes is what XLA holds from the forward pass for the backward:
+Each is the same function with the same gradients as its plain form (tests/test_lean_backward.py):
+ReLU and max-pool bit for bit, InstanceNorm to float rounding. What changes is what XLA holds
+from the forward pass until the backward pass (MOVi-A at B=8: README "Performance"):
 
-- `relu` keeps its output y instead of its input x (its gradient is g where y > 0, the same as
-  where x > 0). The output is kept anyway wherever a matmul or convolution reads it (its weight
-  gradient needs it), so the input (FFN hidden pre-activations [B*T, N, 768] in each decoder
-  block, InstanceNorm outputs in the U-Net) is no longer kept: 0.6 GB less in the decoder at B=8.
+- `relu` keeps where its output is positive as bits (1 bit per element) instead of its input.
+  Its output is kept anyway wherever a matmul or convolution reads it, so its input (the FFN
+  hidden pre-activations [B*T, N, 768] of every decoder block, the U-Net's normalised maps, the
+  dVAE's vocabulary logits) is no longer kept. (Keeping the output instead is not enough: XLA
+  then rewrites `y > 0` as `x > 0` and keeps x after all.)
 - `max_pool2` keeps its input and output (both kept anyway: the ReLU's output and the next
   convolution's input) and recomputes the location of each window's maximum in the backward
   pass, where jax's max reduction keeps that location as a float32 array of the input's size
   (92 MB per frame at B=8 for the U-Net's 64x64x64 level).
+- `instance_norm` keeps its input and two numbers per map and channel, and recomputes the
+  normalised map in the backward pass, where autodiff of flax's GroupNorm keeps the centred and
+  the normalised map as well.
+
+Recomputations in a backward pass are tied to the cotangent (`tie_floats_to`): XLA:CPU would
+otherwise run them right after the forward pass and keep their results.
 """
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -114,3 +125,59 @@ def _max_pool2_bwd(res, g):
 
 
 max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def instance_norm(x, scale, bias, eps: float):
+  """Per map and channel normalisation over space, then scale and bias: [N, h, w, C] -> same.
+
+  flax's `GroupNorm(group_size=1)`: statistics in float32, variance E[x^2] - E[x]^2 clipped at
+  0; scale, bias [C].
+  """
+  return _instance_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _instance_stats(x, eps):
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = xf.mean(axis=(1, 2), keepdims=True)  # [N, 1, 1, C]
+  var = jnp.maximum(0.0, (xf * xf).mean(axis=(1, 2), keepdims=True) - mean * mean)
+  return xf, mean, jax.lax.rsqrt(var + eps)
+
+
+def _instance_norm_fwd(x, scale, bias, eps):
+  xf, mean, rstd = _instance_stats(x, eps)
+  y = ((xf - mean) * (rstd * scale) + bias).astype(x.dtype)
+  return y, (x, mean, rstd, scale)
+
+
+def _instance_norm_bwd(eps, res, g):
+  del eps
+  x, mean, rstd, scale = res
+  # All tied to g: XLA:CPU would otherwise broadcast mean and rstd to the map's shape right
+  # after the forward pass and keep the broadcasts.
+  x, mean, rstd = (tie_floats_to(a, g) for a in (x, mean, rstd))
+  xf = x.astype(rstd.dtype)
+  x_hat = (xf - mean) * rstd  # [N, h, w, C]
+  gf = g.astype(rstd.dtype)
+  d_hat = gf * scale
+  dx = rstd * (d_hat - d_hat.mean(axis=(1, 2), keepdims=True)
+               - x_hat * (d_hat * x_hat).mean(axis=(1, 2), keepdims=True))
+  return (dx.astype(x.dtype), (gf * x_hat).sum(axis=(0, 1, 2)).astype(scale.dtype),
+          gf.sum(axis=(0, 1, 2)).astype(scale.dtype))
+
+
+instance_norm.defvjp(_instance_norm_fwd, _instance_norm_bwd)
+
+
+class InstanceNorm(nn.Module):
+  """`nn.GroupNorm(num_groups=None, group_size=1)` (the same parameters "scale" and "bias"),
+  through `instance_norm`: [N, h, w, C] -> [N, h, w, C]."""
+  epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    return instance_norm(x.astype(self.dtype), scale, bias, self.epsilon)

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
-from vonet_jax.models.lean_backward import max_pool2, relu
+from vonet_jax.models.lean_backward import InstanceNorm, max_pool2, relu
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet_input import FusedUNetInput
 
@@ -32,9 +32,7 @@ class ConvNormRelu(nn.Module):
     else:
       x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                   dtype=self.dtype, name="conv")(x)
-    # InstanceNorm = GroupNorm with one channel per group.
-    x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, dtype=self.dtype,
-                     name="norm")(x)
+    x = InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
     return relu(x)
 
 
