@@ -146,6 +146,31 @@ def test_token_dropout_zeroes_previous_token_embeddings(tiny, token_dropout):
       token_dropout=0.0).apply)(params, z, tokens), rtol=1e-6, atol=1e-6)
 
 
+def test_cross_entropy_equals_the_loss_of_the_logits(tiny):
+  # decoder.cross_entropy (frame_cross_entropy: one frame's logits at a time, recomputed in the
+  # backward pass) is the loss of decoder(...)'s logits, with the same gradients.
+  model, z, tokens, params = tiny
+  rngs = {"dropout": jax.random.key(3)}
+  w = jnp.asarray([0.7, -1.3])  # a weight per frame
+
+  def loss(p, via_logits):
+    if via_logits:
+      ce = token_cross_entropy(model.apply(p, z, tokens, False, rngs=rngs), tokens)
+    else:
+      ce = model.apply(p, z, tokens, False, rngs=rngs, method=model.cross_entropy)
+    return jnp.sum(ce * w), ce
+
+  (value, ce), grads = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(
+      params, False)
+  (ref_value, ref_ce), ref_grads = jax.jit(jax.value_and_grad(loss, has_aux=True),
+                                           static_argnums=1)(params, True)
+  assert ce.shape == (2,)
+  np.testing.assert_allclose(ce, ref_ce, rtol=1e-6)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+  for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
 def test_token_cross_entropy():
   logits = jax.random.normal(jax.random.key(0), (2, 5, 7))
   tokens = jax.random.randint(jax.random.key(1), (2, 5), 0, 7)

@@ -242,17 +242,98 @@ class SlotMemory(nn.Module):
     return Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
 
 
+@jax.custom_vjp
+def frame_cross_entropy(x, kernel, tokens):
+  """Cross-entropy of `tokens` under logits x @ kernel, summed over each frame's tokens.
+
+  The same function and gradients as `token_cross_entropy(x @ kernel, tokens)`, computed one
+  frame at a time (logits [N, V], float32) in the forward and, recomputed, in the backward pass:
+  the logits of all frames ([B*T, N, V], 0.4 GB at B=8 for MOVi-A, twice: logits and softmax)
+  are never held. The cost is the logits matmul once more in the backward pass. The loops over
+  frames are unrolled (XLA's `cost_analysis` counts a loop's body once, whatever its trip count),
+  each frame tied to the one before (`tie_floats_to`): XLA would otherwise merge the frames'
+  matmuls into one over all frames, holding all logits again.
+
+  Args:
+    x: [F, N, d] normalised decoder outputs of F frames.
+    kernel: [d, V].
+    tokens: int [F, N].
+
+  Returns:
+    [F] float32 loss per frame.
+  """
+  return _frame_cross_entropy_fwd(x, kernel, tokens)[0]
+
+
+def _frame_logits(x_f, kernel):
+  return jnp.dot(x_f, kernel.astype(x_f.dtype)).astype(jnp.float32)  # [N, d] -> [N, V]
+
+
+def _frame_cross_entropy_fwd(x, kernel, tokens):
+  def frame(previous, args):
+    x_f, t_f = args
+    logits = _frame_logits(tie_floats_to(x_f, previous), kernel)  # [N, V]
+    lse = jax.nn.logsumexp(logits, axis=-1)  # [N]
+    target = jnp.take_along_axis(logits, t_f[:, None], axis=-1)[:, 0]  # [N]
+    return lse, ((lse - target).sum(), lse)
+
+  _, (ce, lse) = jax.lax.scan(frame, jnp.zeros(x.shape[1], jnp.float32), (x, tokens),
+                              unroll=True)  # [F], [F, N]
+  return ce, (x, kernel, tokens, lse)
+
+
+def _frame_cross_entropy_bwd(res, g):
+  x, kernel, tokens, lse = res
+
+  def frame(carry, args):
+    d_kernel, previous = carry
+    x_f, t_f, lse_f, g_f = args
+    x_f = tie_floats_to(x_f, previous)
+    logits = _frame_logits(x_f, kernel)  # [N, V]
+    p = jnp.exp(logits - lse_f[:, None])
+    is_target = jax.lax.broadcasted_iota(jnp.int32, p.shape, 1) == t_f[:, None]
+    d = (jnp.where(is_target, p - 1.0, p) * g_f).astype(x_f.dtype)  # d loss / d logits
+    dx_f = jnp.dot(d, kernel.astype(d.dtype).T)  # [N, d]
+    return (d_kernel + jnp.dot(x_f.T, d, preferred_element_type=jnp.float32), dx_f), dx_f
+
+  start = (jnp.zeros(kernel.shape, jnp.float32), jnp.zeros(x.shape[1:], x.dtype))
+  (d_kernel, _), dx = jax.lax.scan(frame, start, (x, tokens, lse, g), unroll=True)
+  return dx.astype(x.dtype), d_kernel.astype(kernel.dtype), None
+
+
+frame_cross_entropy.defvjp(_frame_cross_entropy_fwd, _frame_cross_entropy_bwd)
+
+
 class LogitsHead(nn.Module):
-  """LayerNorm -> Dense d_model -> vocab (no bias)."""
+  """LayerNorm -> Dense d_model -> vocab (no bias); or straight to the loss (`cross_entropy`)."""
   vocab_size: int
   dtype: Any = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.norm = layer_norm(self.dtype)
+    self.dense = _DenseKernel(self.vocab_size)  # nn.Dense's parameters
+
+  def _normalised_and_kernel(self, x):
+    return self.norm(x), self.dense(x.shape[-1]).astype(self.dtype)
+
   def __call__(self, x):
     # x: [B, N, d] -> [B, N, V]
-    x = layer_norm(self.dtype, "norm")(x)
-    return Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
-                 kernel_init=xavier_uniform(), name="dense")(x)
+    x, kernel = self._normalised_and_kernel(x)
+    return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(x.shape[:-1] + (-1,))
+
+  def cross_entropy(self, x, tokens):
+    """x [B, N, d], int tokens [B, N] -> [B] loss per frame (`frame_cross_entropy`)."""
+    x, kernel = self._normalised_and_kernel(x)
+    return frame_cross_entropy(x, kernel, tokens)
+
+
+class _DenseKernel(nn.Module):
+  """The kernel [d, features] of a bias-free `nn.Dense` (xavier-uniform init), by itself."""
+  features: int
+
+  @nn.compact
+  def __call__(self, d: int):
+    return self.param("kernel", xavier_uniform(), (d, self.features))
 
 
 class TransformerDecoder(nn.Module):
@@ -332,6 +413,15 @@ class TransformerDecoder(nn.Module):
     Returns:
       logits [B, N, V] (compute dtype) predicting tokens.
     """
+    return self.logits(self._teacher_forced(z, tokens, deterministic))
+
+  def cross_entropy(self, z, tokens, deterministic: bool = True):
+    """`token_cross_entropy(self(z, tokens, deterministic), tokens)`, [B] float32, without
+    holding the logits of all frames (`frame_cross_entropy`)."""
+    return self.logits.cross_entropy(self._teacher_forced(z, tokens, deterministic), tokens)
+
+  def _teacher_forced(self, z, tokens, deterministic):
+    """The final stream [B, N, d] of teacher forcing (`__call__`'s arguments)."""
     self._check_z(z)
     b, n = tokens.shape
     if n > self.num_tokens:
@@ -346,8 +436,7 @@ class TransformerDecoder(nn.Module):
     x = jnp.concatenate([bos, previous.astype(bos.dtype)], axis=1)  # [B, N, d]
     x = x + self.position_embedding[None, :n].astype(x.dtype)  # [B, N, d]
     x = self.input_norm(self.input_dropout(x, deterministic=deterministic))
-    x = self.transformer(x, memory, deterministic)  # [B, N, d]
-    return self.logits(x)  # [B, N, V]
+    return self.transformer(x, memory, deterministic)  # [B, N, d]
 
   def _decode_step(self, previous, index, cross_kvs, caches):
     """Logits of position `index` given the token at index - 1 (ignored at index 0: BOS).

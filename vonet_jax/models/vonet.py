@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from vonet_jax.models.attention import ParallelAttention
 from vonet_jax.models.backbone import Backbone
-from vonet_jax.models.decoder import TransformerDecoder, token_cross_entropy
+from vonet_jax.models.decoder import TransformerDecoder
 from vonet_jax.models.dvae import DVAE
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.slots import (GaussianHead, InitialSlots, Prior, TrajectoryLatent,
@@ -136,10 +136,10 @@ class VONet(nn.Module):
     flat = lambda a: a.reshape((b * t,) + a.shape[2:])
     unflat = lambda a: a.reshape((b, t) + a.shape[1:])
     dvae = self.dvae(flat(frames_to_float(frames)), tau, self.make_rng("gumbel"))
-    logits = self.decoder(flat(out["z"]), dvae["tokens"], deterministic=not self.train)
+    token_ce = self.decoder.cross_entropy(flat(out["z"]), dvae["tokens"],
+                                          deterministic=not self.train)  # [B*T]
     out.update(dvae_mse=unflat(dvae["mse"]), recon=unflat(dvae["recon"]),
-               tokens=unflat(dvae["tokens"]),
-               token_ce=unflat(token_cross_entropy(logits, dvae["tokens"])))
+               tokens=unflat(dvae["tokens"]), token_ce=unflat(token_ce))
     return r_last, out
 
   def reconstruct(self, z):
