@@ -238,7 +238,7 @@ class SlotMemory(nn.Module):
   def __call__(self, z):
     # z: [B, K, D] -> [B, K, d]
     h = relu(Dense(self.hidden, dtype=self.dtype,
-                      kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
+                   kernel_init=nn.initializers.he_uniform(), name="hidden")(z))
     return Dense(self.d_model, dtype=self.dtype, kernel_init=xavier_uniform(), name="out")(h)
 
 

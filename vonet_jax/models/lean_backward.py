@@ -74,7 +74,8 @@ def unpack_bits(packed, length: int):
 
 @jax.custom_vjp
 def relu(x):
-  """`jax.nn.relu`; its backward pass keeps where the output is positive as bits."""
+  """`jax.nn.relu` of x [..., C] (at least 1-D); its backward pass keeps where the output is
+  positive as bits (`pack_bits` along the last axis)."""
   return jnp.maximum(x, 0)
 
 
