@@ -28,30 +28,33 @@ import jax.numpy as jnp
 
 
 def tie_bits_to(bits, x):
-  """Unsigned-integer `bits` (bit for bit unless x's first element is NaN), computed from x.
+  """Unsigned-integer `bits`, bit for bit, but computed from x.
 
-  What is computed from the result cannot be scheduled before x exists (see `tie_key_to`).
+  What is computed from the result cannot be scheduled before x exists (see `tie_key_to`). The
+  bits are xor-ed with "x's first element is both NaN and infinite", which is never true but
+  which XLA does not fold away. (An earlier form, "is NaN", flipped the bits when x[0] was NaN,
+  which could let a NaN of a cotangent through where a ReLU's mask would have discarded it.)
   """
   first = jax.lax.stop_gradient(x.reshape(-1)[0])
-  return bits ^ jnp.isnan(first).astype(bits.dtype)
+  never = jnp.isnan(first) & jnp.isinf(first)
+  return bits ^ never.astype(bits.dtype)
 
 
 def tie_floats_to(x, anchor):
-  """x (bit for bit unless anchor's first element is NaN), computed from anchor (`tie_bits_to`)."""
+  """x, bit for bit, but computed from anchor (`tie_bits_to`)."""
   bits = jax.lax.bitcast_convert_type(x, jnp.uint32 if x.dtype.itemsize == 4 else jnp.uint16)
   return jax.lax.bitcast_convert_type(tie_bits_to(bits, anchor), x.dtype)
 
 
 def tie_key_to(key, x):
-  """`key` itself (bit for bit) unless x's first element is NaN, but computed from x.
+  """`key` itself, bit for bit, but computed from x (`tie_bits_to`).
 
   Random bits drawn from the result cannot be computed before x exists. Without such a tie XLA:CPU
   schedules everything that depends on the rng key alone (e.g. threefry's counters, two uint32
   arrays of the output's shape) at the start of the step and keeps it alive until used: with
   remat, the decoder's attention-dropout counters of all 8 blocks ([B, H, N, N] x 8 bytes each)
   and the dVAE's Gumbel noise were alive together. (`jax.lax.optimization_barrier` does not do
-  this: XLA:CPU removes barriers before it schedules.) A NaN in x[0] flips the key's lowest bit;
-  x is then already poisoned.
+  this: XLA:CPU removes barriers before it schedules.)
   """
   typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
   data = tie_bits_to(jax.random.key_data(key) if typed else key, x)

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
-from vonet_jax.models.lean_backward import InstanceNorm, max_pool2, relu
+from vonet_jax.models.lean_backward import InstanceNorm, max_pool2
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet_input import FusedUNetInput
 
@@ -33,7 +33,10 @@ class ConvNormRelu(nn.Module):
       x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                   dtype=self.dtype, name="conv")(x)
     x = InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
-    return relu(x)
+    # jax's ReLU here, not `lean_backward.relu`: with the latter the tiny test config's training
+    # (tests/test_train.py, XLA optimisations off) reached a NaN loss at its 4th iteration, though
+    # the U-Net's gradients are bit for bit the same in isolation (README "Performance").
+    return nn.relu(x)
 
 
 def upsample2(x):
@@ -77,8 +80,8 @@ class UNet(nn.Module):
         x = max_pool2(x)
       skips.append(x)
     _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
-    emb = relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
-    emb = relu(Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
+    emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
+    emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc2")(emb))  # [N, fc]
     if self.transformer is not None:
       emb = SlotTransformer(
           num_layers=self.transformer.num_layers, num_heads=self.transformer.num_heads,
@@ -86,7 +89,7 @@ class UNet(nn.Module):
           impl=self.attention_impl, remat=self.remat, dtype=self.dtype,
           name="mask_transformer",
       )(emb.reshape(b, k, self.fc)).reshape(b * k, self.fc)
-    x = relu(Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
+    x = nn.relu(Dense(bh * bw * bc, dtype=self.dtype, name="fc_up")(emb))
     x = x.reshape(b * k, bh, bw, bc)
     out_channels = up_channels(self.channels)
     for j, skip in enumerate(reversed(skips)):
