@@ -6,9 +6,9 @@ from the forward pass until the backward pass (MOVi-A at B=8: README "Performanc
 
 - `relu` keeps where its output is positive as bits (1 bit per element) instead of its input.
   Its output is kept anyway wherever a matmul or convolution reads it, so its input (the FFN
-  hidden pre-activations [B*T, N, 768] of every decoder block, the U-Net's normalised maps, the
-  dVAE's vocabulary logits) is no longer kept. (Keeping the output instead is not enough: XLA
-  then rewrites `y > 0` as `x > 0` and keeps x after all.)
+  hidden pre-activations [B*T, N, 768] of every decoder block, the dVAE's vocabulary logits) is
+  no longer kept. (Keeping the output instead is not enough: XLA then rewrites `y > 0` as
+  `x > 0` and keeps x after all.) The U-Net's conv blocks keep jax's ReLU (unet.py says why).
 - `max_pool2` keeps its input and output (both kept anyway: the ReLU's output and the next
   convolution's input) and recomputes the location of each window's maximum in the backward
   pass, where jax's max reduction keeps that location as a float32 array of the input's size
