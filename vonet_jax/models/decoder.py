@@ -360,7 +360,7 @@ class TransformerDecoder(nn.Module):
       (its position embedding kept; BOS never): word dropout (Bowman et al., 2016), which makes
       the decoder lean on the slots instead of the tokens before. Not in the paper: 0 (off) by
       default; an option for small-scale runs (README, "Does it learn objects on a CPU?").
-    dtype: compute dtype (parameters float32; use `token_cross_entropy` for a float32 loss).
+    dtype: compute dtype (parameters float32; `cross_entropy` gives a float32 loss).
   """
   vocab_size: int
   num_tokens: int
