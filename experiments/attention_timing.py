@@ -18,6 +18,7 @@ from absl import app, flags
 
 from configs import movi_a
 from experiments.timing import median_time
+from vonet_jax import xla_cpu
 from vonet_jax.models.attention import ParallelAttention, RecurrentAttention
 
 FLAGS = flags.FLAGS
@@ -35,6 +36,7 @@ def time_module(module, features, r, repeats):
 
 def main(argv):
   del argv
+  xla_cpu.prefer_eigen_convolutions()  # as vonet_jax.main does
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   cfg = ml_collections.FrozenConfigDict(movi_a.get_config().model)
   features = jax.random.normal(jax.random.key(1), (1, 64, 64, cfg.feature_size))

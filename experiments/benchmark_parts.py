@@ -22,7 +22,7 @@ from ml_collections import config_flags
 from experiments.compiled_stats import compiled_flops
 from experiments.model_parts import bulk_key, grad_function, model_parts
 from experiments.timing import median_time
-from vonet_jax import host_memory
+from vonet_jax import host_memory, xla_cpu
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/movi_a.py", "Config file.", lock_config=True)
@@ -46,6 +46,7 @@ def time_part(config, module, args, kwargs, repeats: int) -> dict:
 def main(argv):
   del argv
   host_memory.retain_freed_memory()  # as vonet_jax.main does
+  xla_cpu.prefer_eigen_convolutions()
   config = FLAGS.config.copy_and_resolve_references()
   config.train.batch_size = FLAGS.batch_size
   parts = model_parts(config)

@@ -42,8 +42,9 @@ def _initialize_distributed():
 
 def main(argv):
   del argv
-  from vonet_jax import host_memory
+  from vonet_jax import host_memory, xla_cpu
   host_memory.retain_freed_memory()  # before any library starts threads
+  xla_cpu.prefer_eigen_convolutions()  # before jax's first computation
   _quiet_libraries()
   # TensorFlow (imported by TFDS and CLU) must not grab GPU memory that JAX needs.
   import tensorflow as tf
