@@ -8,7 +8,8 @@ from the forward pass until the backward pass (MOVi-A at B=8: README "Performanc
   Its output is kept anyway wherever a matmul or convolution reads it, so its input (the FFN
   hidden pre-activations [B*T, N, 768] of every decoder block, the dVAE's vocabulary logits) is
   no longer kept. (Keeping the output instead is not enough: XLA then rewrites `y > 0` as
-  `x > 0` and keeps x after all.) The whole U-Net (conv blocks and bottleneck MLP) keeps jax's ReLU (unet.py says why).
+  `x > 0` and keeps x after all.) The whole U-Net (conv blocks and bottleneck MLP) keeps jax's
+  ReLU (unet.py says why).
 - `max_pool2` keeps its input and output (both kept anyway: the ReLU's output and the next
   convolution's input) and recomputes the location of each window's maximum in the backward
   pass, where jax's max reduction keeps that location as a float32 array of the input's size
