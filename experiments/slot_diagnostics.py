@@ -5,7 +5,8 @@
 
 Prints one row per kept checkpoint: slot spread and share of pixels above the mask threshold at
 frames 0, 4 and the last (threshold: config.eval.mask_threshold); FG-ARI of argmax masks (no
-threshold); token cross-entropy given the frame's own slots, another video's slots and zero slots.
+threshold); token cross-entropy given the frame's own slots, another video's slots and zero slots;
+dVAE words used by the frames' tokens (of V) and their entropy.
 About 10-30 s per checkpoint on a CPU for the CPU configs.
 """
 import json
@@ -33,8 +34,8 @@ def main(argv):
   if FLAGS.steps:
     steps = [s for s in steps if str(s) in FLAGS.steps]
   print(f"| step | spread f0 / f4 / last | above {config.eval.mask_threshold} f0 / f4 / last | "
-        "FG-ARI argmax | token CE own / other video / zero |")
-  print("|---|---|---|---|---|")
+        "FG-ARI argmax | token CE own / other video / zero | dVAE words used (entropy) |")
+  print("|---|---|---|---|---|---|")
   rows = []
   for step in steps:
     _, variables = evaluate.restore_variables(config, FLAGS.workdir, step)
@@ -44,7 +45,8 @@ def main(argv):
     ce = d["token_ce"]
     print(f"| {step} | {at(d['slot_spread'])} | {at(d['mask_above_threshold'])} | "
           f"{100 * d['fg_ari_argmax']:.1f} | {ce['own']:.1f} / {ce['other_video']:.1f} / "
-          f"{ce['zero']:.1f} |", flush=True)
+          f"{ce['zero']:.1f} | {d['codebook']['words']} ({d['codebook']['entropy']:.2f}) |",
+          flush=True)
   if FLAGS.json_out:
     epath.Path(FLAGS.json_out).write_text(json.dumps(rows, indent=1))
 

@@ -4,6 +4,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +53,20 @@ def test_benchmark_parts_times_each_part(tmp_path):
   for part in figures["parts"].values():
     assert part["seconds"] > 0 and part["gflops"] > 0
   assert "| unet |" in out and "| decoder |" in out
+
+
+SAMPLE = ROOT.parent / "shared" / "data" / "tfds"
+
+
+@pytest.mark.skipif(not (SAMPLE / "movi_a").is_dir(), reason=f"MOVi-A sample not at {SAMPLE}")
+def test_dvae_codebook_trains_the_dvae_and_counts_its_words(tmp_path):
+  out_json = tmp_path / "codebook.json"
+  run_module("experiments.dvae_codebook", "--config=configs/tiny.py",
+             "--config.data.name=movi_a", f"--config.data.data_dir={SAMPLE}",
+             "--steps=4", "--every=2", "--train_videos=2", "--val_videos=1",
+             f"--json_out={out_json}")
+  rows = json.loads(out_json.read_text())
+  assert [r["step"] for r in rows] == [0, 2, 4]
+  assert rows[0]["tau"] == 1.0 and rows[-1]["tau"] < 1.0
+  assert all(1 <= r["words"] and r["mse_hard"] > 0 for r in rows)
+  assert rows[-1]["mse_relaxed"] < rows[0]["mse_relaxed"]  # four Adam steps lower the error

@@ -24,6 +24,13 @@ def test_mask_confidence_matches_the_threshold_rule():
   np.testing.assert_allclose(above, [0.5])
 
 
+def test_codebook_use_counts_words_and_their_entropy():
+  use = slot_diagnostics.codebook_use(np.array([[3, 3, 7, 7]]))
+  assert use["words"] == 2
+  np.testing.assert_allclose(use["entropy"], np.log(2))
+  assert slot_diagnostics.codebook_use(np.full((5,), 9)) == dict(words=1, entropy=0.0)
+
+
 def test_diagnose_a_fresh_tiny_model():
   config = tiny.get_config()
   variables = train_step.init_variables(config, jax.random.key(0))
@@ -39,3 +46,4 @@ def test_diagnose_a_fresh_tiny_model():
   ce = report["token_ce"]
   assert all(np.isfinite(v) and v > 0 for v in ce.values())
   assert ce["own"] != ce["zero"]  # an untrained decoder's output depends on its slots
+  assert 1 < report["codebook"]["words"] <= config.model.dvae.vocab_size  # random frames

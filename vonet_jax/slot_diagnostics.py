@@ -1,7 +1,7 @@
-"""Why a model does (not) segment: do its slots stay apart, are its masks confident, and does
-its decoder use the slots at all?
+"""Why a model does (not) segment: do its slots stay apart, are its masks confident, does its
+decoder use the slots at all, and do its dVAE tokens show the objects?
 
-Three measurements on validation videos, each a number that moves long before FG-ARI does:
+Four measurements on validation videos, each a number that moves long before FG-ARI does:
 - slot spread per frame: mean distance of the K trajectory latents r_k to their mean. It goes to
   0 when the slots collapse to one vector (then every mask is 1/K and no pixel passes the 0.3
   threshold);
@@ -9,7 +9,10 @@ Three measurements on validation videos, each a number that moves long before FG
   evaluation threshold;
 - decoder reliance on the slots: token cross-entropy of a frame given its own posterior slots z,
   the slots of another video, and zero slots. Equal values mean the decoder predicts the tokens
-  from the autoregressive context alone and the encoder gets no learning signal from it.
+  from the autoregressive context alone and the encoder gets no learning signal from it;
+- dVAE codebook use: how many of the V words the frames' tokens use, and their entropy. A
+  codebook collapsed to a handful of words (floor and objects sharing them) leaves the decoder
+  little about the objects to predict, so the slots need not carry them.
 """
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,13 @@ def slot_spread(r):
   """r [..., K, D] -> [...]: mean Euclidean distance of the K latents to their mean."""
   r = np.asarray(r)
   return np.linalg.norm(r - r.mean(axis=-2, keepdims=True), axis=-1).mean(axis=-1)
+
+
+def codebook_use(tokens) -> dict:
+  """tokens int [...] -> dict(words: distinct words used, entropy: of their frequencies, nats)."""
+  _, counts = np.unique(np.asarray(tokens), return_counts=True)
+  p = counts / counts.sum()
+  return dict(words=int(len(counts)), entropy=float(-(p * np.log(p)).sum()))
 
 
 def mask_confidence(masks, threshold: float):
@@ -75,5 +85,5 @@ def diagnose(config, variables, videos: list[dict], seed: int = 0) -> dict:
                                    config.model.num_slots)
   return dict(slot_spread=slot_spread(out["r"]).mean(0).tolist(),
               mask_peak=peak.mean(0).tolist(), mask_above_threshold=above.mean(0).tolist(),
-              fg_ari_argmax=float(np.nanmean(ari)),
+              fg_ari_argmax=float(np.nanmean(ari)), codebook=codebook_use(out["tokens"]),
               token_ce=decoder_reliance(config, variables, frames, seed))
