@@ -68,4 +68,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.run_under_jemalloc()  # restarts this program under jemalloc where installed
   app.run(main)

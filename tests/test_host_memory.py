@@ -1,8 +1,13 @@
-"""Tests of vonet_jax.host_memory: freed large buffers are reused without new page faults."""
+"""Tests of vonet_jax.host_memory: freed large buffers are reused without new page faults, and
+programs restart under jemalloc where it is installed."""
+import ctypes.util
+import os
 import subprocess
 import sys
 
 import pytest
+
+from vonet_jax import host_memory
 
 _PROBE = """
 import ctypes, ctypes.util, resource, sys
@@ -40,3 +45,36 @@ def test_freed_buffers_are_reused_without_page_faults():
   pages = 256 * 2**20 // 4096
   assert plain_faults > pages // 2  # glibc maps the buffer afresh: one fault per page
   assert faults < pages // 20  # retained: the second buffer reuses the first one's pages
+
+
+_RESTART_PROBE = """
+import os, sys
+from vonet_jax import host_memory
+print("before", os.getpid(), flush=True)
+host_memory.run_under_jemalloc()
+print("after", os.getpid(), host_memory._preloaded_allocator(), os.environ.get("MALLOC_CONF"))
+"""
+
+
+def _restart_probe(**env):
+  full_env = {k: v for k, v in os.environ.items()
+              if k not in ("LD_PRELOAD", "MALLOC_CONF", "VONET_JEMALLOC", host_memory._RESTARTED)}
+  full_env.update(env)
+  return subprocess.run([sys.executable, "-c", _RESTART_PROBE], capture_output=True, text=True,
+                        check=True, env=full_env).stdout.split("\n")
+
+
+@pytest.mark.skipif(ctypes.util.find_library("jemalloc") is None or
+                    not sys.platform.startswith("linux"), reason="jemalloc not installed")
+def test_run_under_jemalloc_restarts_once_with_jemalloc_preloaded():
+  lines = _restart_probe()
+  # The restarted program runs from the start again: "before" twice, same pid, one "after".
+  assert [line.split()[0] for line in lines if line] == ["before", "before", "after"]
+  pid = lines[0].split()[1]
+  assert lines[2].split() == ["after", pid, "True", "dirty_decay_ms:-1,muzzy_decay_ms:-1"]
+
+
+def test_run_under_jemalloc_can_be_turned_off():
+  lines = [line for line in _restart_probe(VONET_JEMALLOC="0") if line]
+  assert [line.split()[0] for line in lines] == ["before", "after"]
+  assert lines[1].split()[2] == "False"

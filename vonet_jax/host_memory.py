@@ -8,12 +8,17 @@ faults per step, each zeroing a 4 KB page (MOVi-A at B=4: about 3 s of a 19 s up
 (`mallopt`: one arena, no mmap, no trimming), so later steps reuse warm pages: the process keeps
 its peak host memory for its lifetime, which a training run reaches anyway.
 
-jemalloc with decay off does the same and more (README "Performance"):
+jemalloc with decay off does the same and more (MOVi-A at B=4: 8.0 s per update against 9.9 s;
+README "Performance"): `run_under_jemalloc()` restarts a program with it preloaded, as
     LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python ...
+does by hand. `vonet_jax.main` and the benchmarks call it first where jemalloc is installed
+(Debian/Ubuntu package `libjemalloc2`); `VONET_JEMALLOC=0` in the environment turns it off.
 `retain_freed_memory` leaves the allocator alone when jemalloc (or anything but glibc) is loaded.
 """
 import ctypes
 import ctypes.util
+import os
+import sys
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -41,6 +46,35 @@ def retain_freed_memory() -> bool:
   # M_TRIM_THRESHOLD -1: never trim (mallopt takes an int; glibc reads it as size_t).
   return all(libc.mallopt(param, value) == 1 for param, value in (
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+
+
+_JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"  # keep freed pages, as above
+_RESTARTED = "VONET_JEMALLOC_RESTARTED"  # set in the restarted process: never restart twice
+
+
+def run_under_jemalloc() -> None:
+  """Restarts this program with jemalloc preloaded (decay off), where that helps and is possible.
+
+  The same interpreter and command line (`sys.orig_argv`) replace this process (`os.execve`:
+  same pid, nothing run yet is lost when called first). Returns without restarting when
+  VONET_JEMALLOC=0, when an allocator is already preloaded, when jemalloc is not installed, or
+  in the restarted process itself. Call it only in a program's `if __name__ == "__main__":`
+  block, before anything else: in an imported module it would restart the importing program.
+  """
+  if os.environ.get("VONET_JEMALLOC", "1") == "0" or os.environ.get(_RESTARTED):
+    return
+  if _preloaded_allocator():
+    return
+  library = ctypes.util.find_library("jemalloc")
+  if library is None or not sys.platform.startswith("linux"):
+    return
+  env = dict(os.environ)
+  env["LD_PRELOAD"] = " ".join(filter(None, (env.get("LD_PRELOAD"), library)))
+  env.setdefault("MALLOC_CONF", _JEMALLOC_CONF)
+  env[_RESTARTED] = "1"
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
 def _preloaded_allocator() -> bool:

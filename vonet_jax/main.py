@@ -73,4 +73,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vonet_jax import host_memory
+  host_memory.run_under_jemalloc()  # restarts this program under jemalloc where installed
   app.run(main)
