@@ -56,6 +56,7 @@ def main(argv):
   figures = dict(
       config=config.data.name, batch_size=b, devices=jax.device_count(),
       device=str(jax.devices()[0].device_kind),
+      host_allocator=host_memory.preloaded_allocator() or "system malloc",
       params=int(sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))),
       compile_s=compile_s, **compiled_figures(compiled))
   if not FLAGS.compile_only:

@@ -52,7 +52,7 @@ import os, sys
 from vonet_jax import host_memory
 print("before", os.getpid(), flush=True)
 host_memory.run_under_jemalloc()
-print("after", os.getpid(), host_memory._preloaded_allocator(), os.environ.get("MALLOC_CONF"))
+print("after", os.getpid(), host_memory.preloaded_allocator(), os.environ.get("MALLOC_CONF"))
 """
 
 
@@ -71,10 +71,10 @@ def test_run_under_jemalloc_restarts_once_with_jemalloc_preloaded():
   # The restarted program runs from the start again: "before" twice, same pid, one "after".
   assert [line.split()[0] for line in lines if line] == ["before", "before", "after"]
   pid = lines[0].split()[1]
-  assert lines[2].split() == ["after", pid, "True", "dirty_decay_ms:-1,muzzy_decay_ms:-1"]
+  assert lines[2].split() == ["after", pid, "jemalloc", "dirty_decay_ms:-1,muzzy_decay_ms:-1"]
 
 
 def test_run_under_jemalloc_can_be_turned_off():
   lines = [line for line in _restart_probe(VONET_JEMALLOC="0") if line]
   assert [line.split()[0] for line in lines] == ["before", "after"]
-  assert lines[1].split()[2] == "False"
+  assert lines[1].split()[2] == "None"

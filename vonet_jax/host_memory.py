@@ -41,7 +41,7 @@ def retain_freed_memory() -> bool:
     return False
   if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
     return False
-  if _preloaded_allocator():
+  if preloaded_allocator():
     return False
   # M_TRIM_THRESHOLD -1: never trim (mallopt takes an int; glibc reads it as size_t).
   return all(libc.mallopt(param, value) == 1 for param, value in (
@@ -63,7 +63,7 @@ def run_under_jemalloc() -> None:
   """
   if os.environ.get("VONET_JEMALLOC", "1") == "0" or os.environ.get(_RESTARTED):
     return
-  if _preloaded_allocator():
+  if preloaded_allocator():
     return
   library = ctypes.util.find_library("jemalloc")
   if library is None or not sys.platform.startswith("linux"):
@@ -77,9 +77,12 @@ def run_under_jemalloc() -> None:
   os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
-def _preloaded_allocator() -> bool:
+def preloaded_allocator() -> str | None:
+  """The preloaded malloc replacement in this process ("jemalloc", "tcmalloc", "mimalloc"), or
+  None (glibc's malloc, or unknown: no /proc)."""
   try:
     with open("/proc/self/maps") as maps:
-      return any(lib in line for line in maps for lib in ("jemalloc", "tcmalloc", "mimalloc"))
+      text = maps.read()
   except OSError:
-    return False
+    return None
+  return next((lib for lib in ("jemalloc", "tcmalloc", "mimalloc") if lib in text), None)
