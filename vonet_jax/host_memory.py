@@ -8,8 +8,9 @@ faults per step, each zeroing a 4 KB page (MOVi-A at B=4: about 3 s of a 19 s up
 (`mallopt`: one arena, no mmap, no trimming), so later steps reuse warm pages: the process keeps
 its peak host memory for its lifetime, which a training run reaches anyway.
 
-jemalloc with decay off does the same and more (MOVi-A at B=4: 8.0 s per update against 9.9 s;
-README "Performance"): `run_under_jemalloc()` restarts a program with it preloaded, as
+jemalloc with decay off does the same and more (MOVi-A at B=4: 8.0 s per update against 9.9 s,
+and 10.7 against 16.2 s in a slower window of the same machine; README "Performance"); it
+avoids glibc's single-arena lock. `run_under_jemalloc()` restarts a program with it preloaded, as
     LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python ...
 does by hand. `vonet_jax.main` and the benchmarks call it first where jemalloc is installed
 (Debian/Ubuntu package `libjemalloc2`); `VONET_JEMALLOC=0` in the environment turns it off.
