@@ -20,7 +20,7 @@ import numpy as np
 
 from vonet_jax import metrics
 from vonet_jax.models.decoder import token_cross_entropy
-from vonet_jax.models.vonet import VONet, make_model
+from vonet_jax.models.vonet import make_model
 
 
 def slot_spread(r):
