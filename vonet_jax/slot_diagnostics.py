@@ -20,7 +20,7 @@ import numpy as np
 
 from vonet_jax import metrics
 from vonet_jax.models.decoder import token_cross_entropy
-from vonet_jax.models.vonet import make_model
+from vonet_jax.models.vonet import VONet, make_model
 
 
 def slot_spread(r):
@@ -55,10 +55,10 @@ def _rollout(config, variables, videos, seed: int):
   return model, apply(variables, videos)
 
 
-def decoder_reliance(config, variables, videos, seed: int = 0) -> dict:
-  """Mean token cross-entropy per frame [nats] of videos [N, T, H, W, 3] (N >= 2) given the
-  frame's own slots z, the slots of the next video (same frame index), and zero slots."""
-  model, out = _rollout(config, variables, videos, seed)
+def decoder_reliance(model: VONet, variables, out) -> dict:
+  """Mean token cross-entropy per frame [nats] of a rollout's N >= 2 videos (`_rollout`'s
+  outputs) given the frame's own slots z, the slots of the next video (same frame index), and
+  zero slots."""
   z, tokens = out["z"], out["tokens"]  # [N, T, K, D], [N, T, L]
   flat = lambda a: a.reshape((-1,) + a.shape[2:])
 
@@ -78,7 +78,7 @@ def diagnose(config, variables, videos: list[dict], seed: int = 0) -> dict:
   fg_ari_argmax scores the masks without the threshold (every pixel to its strongest slot)."""
   frames = np.stack([v["video"] for v in videos])
   truth = np.stack([v["segmentations"] for v in videos])
-  _, out = _rollout(config, variables, frames, seed)
+  model, out = _rollout(config, variables, frames, seed)
   masks = metrics.upsample_nearest(np.asarray(out["masks"]), truth.shape[-1])  # [N, T, K, H, W]
   peak, above = mask_confidence(masks, config.eval.mask_threshold)
   ari, _ = metrics.fg_ari_and_miou(truth, metrics.segmentation_from_masks(masks, 0.0),
@@ -86,4 +86,4 @@ def diagnose(config, variables, videos: list[dict], seed: int = 0) -> dict:
   return dict(slot_spread=slot_spread(out["r"]).mean(0).tolist(),
               mask_peak=peak.mean(0).tolist(), mask_above_threshold=above.mean(0).tolist(),
               fg_ari_argmax=float(np.nanmean(ari)), codebook=codebook_use(out["tokens"]),
-              token_ce=decoder_reliance(config, variables, frames, seed))
+              token_ce=decoder_reliance(model, variables, out))
