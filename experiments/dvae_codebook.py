@@ -4,9 +4,10 @@
     python -m experiments.dvae_codebook --config=configs/synthetic_learn.py --steps=2000 \\
         --config.train.tau_steps=133     # tau 0.1 from iteration 133 (the earlier config)
 
-Trains only the config's dVAE (its own reconstruction loss, the config's dVAE learning rate and
-Adam, the config's tau schedule `schedules.gumbel_temperature`) on random frames of the first
-`--train_videos` training videos, B = batch_size x segment_length frames per step, and every
+Trains only the config's dVAE (its own reconstruction loss, the training step's "dvae"
+optimiser group `optim.dvae_optimizer`, the config's tau schedule `schedules.gumbel_temperature`)
+on random frames of the first `--train_videos` training videos, B = batch_size x segment_length
+frames per step, and every
 `--every` steps prints the validation frames' squared error (summed over pixels, per frame,
 relaxed sample and hard tokens) and the words their tokens use (of V) with their entropy.
 Within the full model the dVAE is trained the same way (no other gradient reaches it), on replay
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
+import optax
 
 from vonet_jax import data, optim, schedules, slot_diagnostics
 from vonet_jax.models.dvae import DVAE
@@ -52,7 +54,7 @@ def main(argv):
               relu_before_log_softmax=m.relu_before_log_softmax)
   key = jax.random.key(FLAGS.seed)
   params = dvae.init(key, train[:1], 1.0, key)
-  opt = optim.scale_by_tf_adam(t.adam_b1, t.adam_b2, t.adam_eps)
+  opt = optim.dvae_optimizer(config)  # the training step's "dvae" group
   state = opt.init(params)
 
   @jax.jit
@@ -61,7 +63,7 @@ def main(argv):
     loss = lambda p: dvae.apply(p, x, tau, key)["mse"].mean()
     grads = jax.grad(loss)(params)
     updates, state = opt.update(grads, state, params)
-    return jax.tree_util.tree_map(lambda p, u: p - t.dvae_lr * u, params, updates), state
+    return optax.apply_updates(params, updates), state
 
   @jax.jit
   def score(params, x, key):

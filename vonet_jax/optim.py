@@ -71,18 +71,27 @@ def scale_by_tf_adam(b1: float, b2: float, eps: float) -> optax.GradientTransfor
   return optax.GradientTransformation(init, update)
 
 
+def _adam(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  t = config.train
+  return scale_by_tf_adam(t.adam_b1, t.adam_b2, t.adam_eps)
+
+
+def dvae_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The "dvae" group's transform: Adam at the constant dVAE learning rate, no clipping."""
+  return optax.chain(_adam(config), optax.scale_by_learning_rate(config.train.dvae_lr))
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """optax.multi_transform over the three groups; the main schedule is offset so that its
   iteration count starts at the first training iteration."""
   t = config.train
   offset = schedules.first_training_iteration(config)
-  adam = lambda: scale_by_tf_adam(t.adam_b1, t.adam_b2, t.adam_eps)
   main_lr = lambda count: schedules.main_learning_rate(config, count + offset)
   transforms = {
-      "main": optax.chain(optax.clip_by_global_norm(t.clip_norm), adam(),
+      "main": optax.chain(optax.clip_by_global_norm(t.clip_norm), _adam(config),
                           optax.scale_by_learning_rate(main_lr)),
-      "decoder": optax.chain(optax.clip_by_global_norm(t.clip_norm), adam(),
+      "decoder": optax.chain(optax.clip_by_global_norm(t.clip_norm), _adam(config),
                              optax.scale_by_learning_rate(t.decoder_lr)),
-      "dvae": optax.chain(adam(), optax.scale_by_learning_rate(t.dvae_lr)),
+      "dvae": dvae_optimizer(config),
   }
   return optax.multi_transform(transforms, group_labels)
