@@ -5,7 +5,8 @@
 
 Prints one row per kept checkpoint: slot spread and share of pixels above the mask threshold at
 frames 0, 4 and the last (threshold: config.eval.mask_threshold); FG-ARI of argmax masks (no
-threshold); token cross-entropy given the frame's own slots, another video's slots and zero slots;
+threshold) and per frame (frames 0, 4 and the last scored as images, with the threshold); token
+cross-entropy given the frame's own slots, another video's slots and zero slots;
 dVAE words used by the frames' tokens (of V) and their entropy.
 About 10-30 s per checkpoint on a CPU for the CPU configs.
 """
@@ -34,18 +35,19 @@ def main(argv):
   if FLAGS.steps:
     steps = [s for s in steps if str(s) in FLAGS.steps]
   print(f"| step | spread f0 / f4 / last | above {config.eval.mask_threshold} f0 / f4 / last | "
-        "FG-ARI argmax | token CE own / other video / zero | dVAE words used (entropy) |")
-  print("|---|---|---|---|---|---|")
+        "FG-ARI argmax | FG-ARI per frame f0 / f4 / last | token CE own / other video / zero | "
+        "dVAE words used (entropy) |")
+  print("|---|---|---|---|---|---|---|")
   rows = []
   for step in steps:
     _, variables = evaluate.restore_variables(config, FLAGS.workdir, step)
     d = slot_diagnostics.diagnose(config, variables, videos)
     rows.append(dict(step=step, **d))
-    at = lambda xs: " / ".join(f"{xs[i]:.2f}" for i in (0, 4, -1))
+    at = lambda xs, scale=1, fmt=".2f": " / ".join(f"{scale * xs[i]:{fmt}}" for i in (0, 4, -1))
     ce = d["token_ce"]
     print(f"| {step} | {at(d['slot_spread'])} | {at(d['mask_above_threshold'])} | "
-          f"{100 * d['fg_ari_argmax']:.1f} | {ce['own']:.1f} / {ce['other_video']:.1f} / "
-          f"{ce['zero']:.1f} | {d['codebook']['words']} ({d['codebook']['entropy']:.2f}) |",
+          f"{100 * d['fg_ari_argmax']:.1f} | {at(d['fg_ari_per_frame'], 100, '.1f')} | "
+          f"{ce['own']:.1f} / {ce['other_video']:.1f} / {ce['zero']:.1f} | {d['codebook']['words']} ({d['codebook']['entropy']:.2f}) |",
           flush=True)
   if FLAGS.json_out:
     epath.Path(FLAGS.json_out).write_text(json.dumps(rows, indent=1))

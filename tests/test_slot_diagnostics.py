@@ -3,7 +3,7 @@ import jax
 import numpy as np
 
 from configs import tiny
-from vonet_jax import slot_diagnostics, train_step
+from vonet_jax import metrics, slot_diagnostics, train_step
 
 
 def test_slot_spread_is_zero_for_identical_slots_and_the_mean_distance_otherwise():
@@ -31,6 +31,17 @@ def test_codebook_use_counts_words_and_their_entropy():
   assert slot_diagnostics.codebook_use(np.full((5,), 9)) == dict(words=1, entropy=0.0)
 
 
+def test_fg_ari_per_frame_scores_frames_apart_where_the_video_score_sees_a_switch():
+  truth = np.zeros((1, 2, 2, 4), int)  # [N, T, H, W]: objects 1 and 2 on the right
+  truth[..., 2:] = [1, 2]
+  switched = truth.copy()
+  switched[0, 1] = np.where(truth[0, 1] > 0, 3 - truth[0, 1], 0)  # the slots trade objects
+  np.testing.assert_allclose(slot_diagnostics.fg_ari_per_frame(truth, switched, 3), [1.0, 1.0])
+  assert metrics.fg_ari(truth, switched, 3)[0] < 0.5  # the video score counts the switch
+  merged = np.where(truth > 0, 1, 0)  # one segment for both objects in both frames
+  np.testing.assert_allclose(slot_diagnostics.fg_ari_per_frame(truth, merged, 3), [0.0, 0.0])
+
+
 def test_diagnose_a_fresh_tiny_model():
   config = tiny.get_config()
   variables = train_step.init_variables(config, jax.random.key(0))
@@ -43,6 +54,8 @@ def test_diagnose_a_fresh_tiny_model():
   assert report["slot_spread"][0] > 0  # fresh initial slots differ
   assert all(1 / config.model.num_slots <= p <= 1 for p in report["mask_peak"])
   assert -1 <= report["fg_ari_argmax"] <= 1
+  assert len(report["fg_ari_per_frame"]) == t
+  assert all(-1 <= a <= 1 for a in report["fg_ari_per_frame"] if np.isfinite(a))
   ce = report["token_ce"]
   assert all(np.isfinite(v) and v > 0 for v in ce.values())
   assert ce["own"] != ce["zero"]  # an untrained decoder's output depends on its slots

@@ -1,7 +1,7 @@
 """Why a model does (not) segment: do its slots stay apart, are its masks confident, does its
 decoder use the slots at all, and do its dVAE tokens show the objects?
 
-Four measurements on validation videos, each a number that moves long before FG-ARI does:
+Five measurements on validation videos, most of them numbers that move long before FG-ARI does:
 - slot spread per frame: mean distance of the K trajectory latents r_k to their mean. It goes to
   0 when the slots collapse to one vector (then every mask is 1/K and no pixel passes the 0.3
   threshold);
@@ -10,6 +10,10 @@ Four measurements on validation videos, each a number that moves long before FG-
 - decoder reliance on the slots: token cross-entropy of a frame given its own posterior slots z,
   the slots of another video, and zero slots. Equal values mean the decoder predicts the tokens
   from the autoregressive context alone and the encoder gets no learning signal from it;
+- FG-ARI per frame: each frame's masks scored as an image (threshold as in evaluation). The
+  video FG-ARI also counts a slot that changes objects between frames as an error; the per-frame
+  score shows which frames segment and which do not (e.g. the frames right after the fresh
+  initial slots, which training from the replay buffer seldom sees);
 - dVAE codebook use: how many of the V words the frames' tokens use, and their entropy. A
   codebook collapsed to a handful of words (floor and objects sharing them) leaves the decoder
   little about the objects to predict, so the slots need not carry them.
@@ -43,6 +47,15 @@ def mask_confidence(masks, threshold: float):
   return peak.mean(axis=(-2, -1)), (peak >= threshold).mean(axis=(-2, -1))
 
 
+def fg_ari_per_frame(truth, segmentation, max_pred_id: int):
+  """truth, segmentation int [N, T, H, W] -> [T]: image FG-ARI of each frame, mean over the
+  videos whose frame has foreground."""
+  n, t = truth.shape[:2]
+  frames = lambda a: a.reshape((n * t, 1) + a.shape[2:])
+  ari = metrics.fg_ari(frames(truth), frames(segmentation), max_pred_id).reshape(n, t)
+  return np.nanmean(ari, axis=0)
+
+
 def _rollout(config, variables, videos, seed: int):
   """Inference-mode encoder and decoder over whole videos [N, T, H, W, 3] from fresh slots."""
   model = make_model(config, train=False)
@@ -73,7 +86,7 @@ def decoder_reliance(model: VONet, variables, out) -> dict:
 
 
 def diagnose(config, variables, videos: list[dict], seed: int = 0) -> dict:
-  """All three measurements on `videos` (dicts with video uint8 [T, H, W, 3] and
+  """All five measurements on `videos` (dicts with video uint8 [T, H, W, 3] and
   segmentations [T, H, W]). Per-frame figures are means over videos, lists of length T;
   fg_ari_argmax scores the masks without the threshold (every pixel to its strongest slot)."""
   frames = np.stack([v["video"] for v in videos])
@@ -81,9 +94,12 @@ def diagnose(config, variables, videos: list[dict], seed: int = 0) -> dict:
   model, out = _rollout(config, variables, frames, seed)
   masks = metrics.upsample_nearest(np.asarray(out["masks"]), truth.shape[-1])  # [N, T, K, H, W]
   peak, above = mask_confidence(masks, config.eval.mask_threshold)
-  ari, _ = metrics.fg_ari_and_miou(truth, metrics.segmentation_from_masks(masks, 0.0),
-                                   config.model.num_slots)
+  k = config.model.num_slots
+  ari, _ = metrics.fg_ari_and_miou(truth, metrics.segmentation_from_masks(masks, 0.0), k)
+  per_frame = fg_ari_per_frame(
+      truth, metrics.segmentation_from_masks(masks, config.eval.mask_threshold), k)
   return dict(slot_spread=slot_spread(out["r"]).mean(0).tolist(),
               mask_peak=peak.mean(0).tolist(), mask_above_threshold=above.mean(0).tolist(),
-              fg_ari_argmax=float(np.nanmean(ari)), codebook=codebook_use(out["tokens"]),
+              fg_ari_argmax=float(np.nanmean(ari)), fg_ari_per_frame=per_frame.tolist(),
+              codebook=codebook_use(out["tokens"]),
               token_ce=decoder_reliance(model, variables, out))
