@@ -47,7 +47,8 @@ def main(argv):
     ce = d["token_ce"]
     print(f"| {step} | {at(d['slot_spread'])} | {at(d['mask_above_threshold'])} | "
           f"{100 * d['fg_ari_argmax']:.1f} | {at(d['fg_ari_per_frame'], 100, '.1f')} | "
-          f"{ce['own']:.1f} / {ce['other_video']:.1f} / {ce['zero']:.1f} | {d['codebook']['words']} ({d['codebook']['entropy']:.2f}) |",
+          f"{ce['own']:.1f} / {ce['other_video']:.1f} / {ce['zero']:.1f} | "
+          f"{d['codebook']['words']} ({d['codebook']['entropy']:.2f}) |",
           flush=True)
   if FLAGS.json_out:
     epath.Path(FLAGS.json_out).write_text(json.dumps(rows, indent=1))
