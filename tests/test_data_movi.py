@@ -6,7 +6,6 @@ need it skip when it is absent. The error tests need nothing.
 import collections
 import hashlib
 import itertools
-import pathlib
 import socket
 import time
 
@@ -16,13 +15,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import base
+from tests.paths import SAMPLE, needs_sample
 from vonet_jax.data import movi
 from vonet_jax.errors import UserError
 
-SAMPLE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tfds"
-needs_sample = pytest.mark.skipif(
-    not (SAMPLE / "movi_a" / "128x128" / "1.0.0").is_dir(),
-    reason=f"MOVi-A sample not found at {SAMPLE} (it ships beside the project, not in it)")
 NUM_TRAIN = 10
 
 

@@ -1,16 +1,13 @@
 """The same train step on 1 and 4 devices, and training in two processes (jax.distributed)."""
 import os
-import pathlib
 import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
-import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "tfds"
+from tests.paths import ROOT, SAMPLE, needs_sample
 
 FOUR_DEVICES = textwrap.dedent("""
     import jax, numpy as np
@@ -74,7 +71,7 @@ TWO_PROCESSES = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not (SAMPLE / "movi_a").is_dir(), reason=f"MOVi-A sample not at {SAMPLE}")
+@needs_sample
 def test_two_processes_train_and_agree(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

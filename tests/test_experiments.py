@@ -4,9 +4,7 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.paths import ROOT, SAMPLE, needs_sample
 
 
 def fake_run(root, name, fg_ari, miou):
@@ -55,10 +53,7 @@ def test_benchmark_parts_times_each_part(tmp_path):
   assert "| unet |" in out and "| decoder |" in out
 
 
-SAMPLE = ROOT.parent / "shared" / "data" / "tfds"
-
-
-@pytest.mark.skipif(not (SAMPLE / "movi_a").is_dir(), reason=f"MOVi-A sample not at {SAMPLE}")
+@needs_sample
 def test_dvae_codebook_trains_the_dvae_and_counts_its_words(tmp_path):
   out_json = tmp_path / "codebook.json"
   run_module("experiments.dvae_codebook", "--config=configs/tiny.py",

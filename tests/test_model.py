@@ -1,5 +1,4 @@
 """Tests of the assembled VONet model (SPEC.md sections 2 and 7) on tiny sizes or abstractly."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -1,18 +1,15 @@
 """Executes experiments/explore_checkpoint.ipynb top to bottom against a tiny checkpoint."""
 import os
-import pathlib
 import subprocess
 import sys
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "tfds"
+from tests.paths import ROOT, SAMPLE, needs_sample
 
 
-@pytest.mark.skipif(not (SAMPLE / "movi_a").is_dir(), reason=f"MOVi-A sample not at {SAMPLE}")
+@needs_sample
 def test_notebook_runs_on_a_tiny_checkpoint(tmp_path):
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")

@@ -6,7 +6,6 @@ configs/tiny.py; a shared persistent compilation cache keeps recompiles cheap.
 """
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -16,11 +15,8 @@ import time
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "tfds"
-needs_sample = pytest.mark.skipif(
-    not (SAMPLE / "movi_a" / "128x128" / "1.0.0").is_dir(),
-    reason=f"MOVi-A sample not found at {SAMPLE} (it ships beside the project, not in it)")
+from tests.paths import ROOT, SAMPLE, needs_sample
+
 # The tiny config on the real MOVi-A sample: no dataset build needed.
 MOVI = ["--config.data.name=movi_a", f"--config.data.data_dir={SAMPLE}",
         "--config.data.num_frames=24"]
