@@ -38,6 +38,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   m.unet_channels = (32, 64, 64, 128, 128)
   m.unet_fc = 512                        # bottleneck MLP width = mask transformer model size
   m.use_unet = True                      # False: ablation "wo-UNet" (masks = estimated masks)
+  m.unet_zero_output = False             # True: the U-Net's last conv starts at zero, so the
+                                         # masks start as the estimated masks (not in the paper)
   m.mask_transformer = ml_collections.ConfigDict(
       dict(num_layers=3, num_heads=3, head_dim=512, mlp_dim=1024))
   m.init_transformer = ml_collections.ConfigDict(

@@ -127,6 +127,18 @@ def test_estimated_mask_is_local_and_wo_unet_uses_it(tiny):
   np.testing.assert_allclose(out["masks"], np.exp(out["est_log_masks"]), atol=1e-6)
 
 
+def test_unet_zero_output_starts_the_masks_at_the_estimated_masks(tiny):
+  config, variables = tiny
+  frames, r_prev = random_inputs(config)
+  first = np.zeros((2, 3), bool)
+  _, out = encode(config, variables, frames, r_prev, first)
+  assert np.abs(out["log_masks"] - out["est_log_masks"]).max() > 0.1  # by default
+  cfg = config.copy_and_resolve_references()
+  cfg.model.unet_zero_output = True
+  _, out = encode(cfg, train_step.init_variables(cfg, jax.random.key(0)), frames, r_prev, first)
+  np.testing.assert_allclose(out["log_masks"], out["est_log_masks"], atol=1e-6)
+
+
 def test_broadcast_conv_closed_form_equals_plain_conv():
   c = jax.random.normal(jax.random.key(0), (5, 6))
   plain = BroadcastConv(7, 9, 8, method="plain")

@@ -41,8 +41,8 @@ class ParallelAttention(nn.Module):
     x = unet_input_from_config(cfg, dtype)(
         features, jnp.exp(est_log_masks), est_log_masks, context)  # [B, K, h, w, C] maps
     delta = UNet(tuple(cfg.unet_channels), cfg.unet_fc, cfg.mask_transformer,
-                 attention_impl=cfg.attention_impl, remat=cfg.remat, dtype=dtype,
-                 name="unet")(x)  # [B, K, h, w]
+                 attention_impl=cfg.attention_impl, remat=cfg.remat,
+                 zero_output=cfg.unet_zero_output, dtype=dtype, name="unet")(x)  # [B, K, h, w]
     log_masks = jax.nn.log_softmax(delta + est_log_masks, axis=1)
     out.update(log_masks=log_masks, masks=jnp.exp(log_masks))
     return out

@@ -59,12 +59,16 @@ class UNet(nn.Module):
     fc: width of the bottleneck MLP (and model size of the mask transformer).
     transformer: config of the mask transformer across slots (num_layers, num_heads, head_dim,
       mlp_dim), or None for no slot mixing (MONet's recurrent attention).
+    zero_output: the last 1x1 conv starts at zero (kernel and bias), so the U-Net's delta logits
+      start at 0 everywhere and the masks at the estimated masks; default False: flax's default
+      initialisation (the authors' code initialises every conv alike).
   """
   channels: Sequence[int]
   fc: int
   transformer: Optional[Any] = None
   attention_impl: str = "xla"
   remat: bool = False
+  zero_output: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -97,5 +101,6 @@ class UNet(nn.Module):
       x = block_cls(out_channels[j], dtype=self.dtype, name=f"up{j}")(x)
       if j < len(skips) - 1:
         x = upsample2(x)
-    delta = PointwiseConv(1, dtype=self.dtype, name="out")(x)  # [N, h, w, 1]
+    init = nn.initializers.zeros_init() if self.zero_output else nn.linear.default_kernel_init
+    delta = PointwiseConv(1, dtype=self.dtype, kernel_init=init, name="out")(x)  # [N, h, w, 1]
     return delta.reshape(b, k, h, w).astype(jnp.float32)
