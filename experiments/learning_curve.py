@@ -15,6 +15,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Workdirs.")
 flags.DEFINE_list("labels", None, "Legend labels (default: workdir names).")
+flags.DEFINE_list("colors", None, "Matplotlib colours, one per run (e.g. seeds of a variant alike).")
 flags.DEFINE_string("kmeans", None, "JSON of experiments/kmeans_reference.py.")
 flags.DEFINE_string("title", "", "Plot title.")
 flags.DEFINE_string("out", "learning_curve.png", "Output PNG.")
@@ -27,12 +28,13 @@ def main(argv):
   import matplotlib.pyplot as plt
   labels = FLAGS.labels or [pathlib.Path(r).name for r in FLAGS.runs]
   fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), dpi=110)
-  for run, label in zip(FLAGS.runs, labels):
+  colors = FLAGS.colors or [None] * len(FLAGS.runs)
+  for run, label, color in zip(FLAGS.runs, labels, colors):
     rows = [json.loads(line) for line in
             (pathlib.Path(run) / "eval" / "periodic.jsonl").read_text().splitlines()]
     for ax, key in zip(axes, ("fg_ari", "miou")):
       ax.plot([r["iteration"] for r in rows], [100 * r[key]["mean"] for r in rows], "o-",
-              ms=3, label=label)
+              ms=3, label=label, color=color)
     print(label, [(r["iteration"], round(100 * r["fg_ari"]["mean"], 1),
                    round(100 * r["miou"]["mean"], 1)) for r in rows])
   if FLAGS.kmeans:

@@ -36,6 +36,19 @@ def test_ablations_aggregate_and_plot(tmp_path):
   assert (tmp_path / "ablations_movi_a.png").stat().st_size > 0
 
 
+def test_learning_curve_plots_the_periodic_evaluations(tmp_path):
+  for name, scores in (("a", [0.1, 0.3]), ("b", [0.05, 0.2])):
+    (tmp_path / name / "eval").mkdir(parents=True)
+    (tmp_path / name / "eval" / "periodic.jsonl").write_text("\n".join(
+        json.dumps({"iteration": 250 * i, "fg_ari": {"mean": x}, "miou": {"mean": x / 2}})
+        for i, x in enumerate(scores)))
+  out_png = tmp_path / "curve.png"
+  out = run_module("experiments.learning_curve", f"--runs={tmp_path / 'a'},{tmp_path / 'b'}",
+                   "--labels=VONet,wo-UNet", "--colors=C0,C1", f"--out={out_png}")
+  assert "VONet [(0, 10.0, 5.0), (250, 30.0, 15.0)]" in out
+  assert out_png.stat().st_size > 0
+
+
 def test_dry_run_prints_the_training_commands():
   out = run_module("experiments.single_frame", "--dry_run", "--datasets=movi_c", "--seeds=1")
   assert "--config.train.segment_length=1" in out and "--config.replay.enabled=False" in out
