@@ -5,11 +5,14 @@
 Prints (for any config): parameter count; compiled FLOPs (`cost_analysis`) and memory
 (`memory_analysis`) of the train step; median wall time per update, per collection iteration
 (all workers x frames_per_iteration frames, one jitted call) and per replay sample, over
---repeats runs after warm-up (two updates; compile excluded). --compile_only skips the timing (for
+--repeats runs after warm-up (two updates; compile excluded); the process's peak resident host
+memory after compiling and timing the update (`peak_rss_gb`, getrusage's ru_maxrss: the figure
+`/usr/bin/time -v` reports, compilation included). --compile_only skips the timing (for
 configs too large to run here, e.g. MOVi-A at B=32). Expected wall time: the small config about a
 minute; MOVi-A at B=1/B=2 on a 2-core CPU several minutes (compilation dominates).
 """
 import json
+import resource
 import time
 
 import jax
@@ -71,6 +74,7 @@ def main(argv):
     for _ in range(2):  # warm-up: the first two updates also grow the heap (about 2x slower)
       run_update()
     figures["update_s"] = median_time(run_update, FLAGS.repeats)
+    figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     r, m = config.replay, config.model
     res = config.data.resolution
     collect = train_step.make_collect_step(config, mesh)

@@ -1,5 +1,6 @@
 """The paper-table scripts aggregate existing workdirs (no training) into the right tables."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -64,6 +65,17 @@ def test_benchmark_parts_times_each_part(tmp_path):
   for part in figures["parts"].values():
     assert part["seconds"] > 0 and part["gflops"] > 0
   assert "| unet |" in out and "| decoder |" in out
+
+
+def test_benchmark_train_times_an_update_and_reports_peak_memory(tmp_path):
+  out_json = tmp_path / "bench.json"
+  subprocess.run([sys.executable, "-m", "experiments.benchmark_train", "--config=configs/tiny.py",
+                  "--repeats=1", f"--json_out={out_json}"], cwd=ROOT, check=True,
+                 capture_output=True, env=dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1"))
+  figures = json.loads(out_json.read_text())
+  assert figures["update_s"] > 0 and figures["collect_s"] > 0 and figures["sample_s"] > 0
+  assert figures["memory_gb"]["total"] > 0
+  assert 0.1 < figures["peak_rss_gb"] < 64  # a whole jax process, well under the machine
 
 
 @needs_sample
