@@ -2,7 +2,7 @@
 
     python -m experiments.learning_curve --runs=runs/learn,runs/learn_wo_unet \\
         --labels=VONet,wo-UNet --kmeans=experiments/results/kmeans_synthetic.json \\
-        --out=experiments/results/learning_curve.png
+        --out=experiments/results/learning_curve_seeds.png
 
 Iteration 0 is the untrained model. A k-means reference (experiments/kmeans_reference.py) is
 drawn as a horizontal line when given.
@@ -14,7 +14,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Workdirs.")
-flags.DEFINE_list("labels", None, "Legend labels (default: workdir names).")
+flags.DEFINE_list("labels", None, "Legend labels (default: workdir names); runs may share one.")
 flags.DEFINE_list("colors", None, "Matplotlib colours, one per run (e.g. seeds of a variant alike).")
 flags.DEFINE_string("kmeans", None, "JSON of experiments/kmeans_reference.py.")
 flags.DEFINE_string("title", "", "Plot title.")
@@ -45,7 +45,9 @@ def main(argv):
     ax.set_xlabel("iteration")
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=7)
+  handles, names = axes[0].get_legend_handles_labels()
+  unique = dict(zip(names, handles))  # runs sharing a label (seeds of a variant) show once
+  axes[0].legend(unique.values(), unique.keys(), fontsize=7)
   fig.suptitle(FLAGS.title, fontsize=9)
   fig.tight_layout()
   fig.savefig(FLAGS.out)
