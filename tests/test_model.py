@@ -7,7 +7,7 @@ import pytest
 
 from configs import movi_a, movi_d
 from configs import tiny as tiny_configs
-from vonet_jax import train_step
+from vonet_jax import train, train_step
 from vonet_jax.models.attention import RecurrentAttention
 from vonet_jax.models.unet_input import BroadcastConv
 from vonet_jax.models.slots import InitialSlots, balanced_kl, gaussian_kl
@@ -203,12 +203,34 @@ def test_gradients_of_the_loss_terms(tiny):
       np.testing.assert_allclose(a, share / 0.5 * b, rtol=1e-4, atol=1e-3)
 
 
+def test_segment_loss_resets_where_the_batch_says(tiny):
+  """The loss unrolls from the stored state unless the batch's `first` says reset (wo-Replay
+  resets every segment's first frame: then the stored state must not matter)."""
+  config, variables = tiny
+  frames, r_prev = random_inputs(config)
+  index = np.array([[5, 6, 7], [8, 9, 10]])  # no video starts inside these segments
+  model = make_model(config, train=True)
+
+  def loss(state, replay):
+    batch = dict(frames=frames, state=state, frame_index=index,
+                 first=train.segment_resets(index, replay))
+    return float(train_step.segment_loss(config, model, variables["params"],
+                                         variables["batch_stats"], batch, 100,
+                                         jax.random.key(3))[0])
+
+  assert loss(r_prev, True) != loss(r_prev + 1.0, True)
+  assert loss(r_prev, False) == loss(r_prev + 1.0, False)
+  np.testing.assert_array_equal(train.segment_resets(np.array([[22, 23, 0]]), True),
+                                [[False, False, True]])
+
+
 def test_bulk_rng_rbg_redraws_only_dropout_and_gumbel_noise(tiny):
   """train.bulk_rng='rbg': the same slot noise (KL identical), other dropout and Gumbel draws
   (dVAE error differs), with the right distributions."""
   config, variables = tiny
   frames, r_prev = random_inputs(config)
-  batch = dict(frames=frames, state=r_prev, frame_index=np.array([[0, 1, 2], [5, 6, 7]]))
+  index = np.array([[0, 1, 2], [5, 6, 7]])
+  batch = dict(frames=frames, state=r_prev, frame_index=index, first=index == 0)
   metrics = {}
   for impl in ("threefry", "rbg"):
     cfg = config.copy_and_resolve_references()

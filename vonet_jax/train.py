@@ -43,6 +43,16 @@ def _host_rng(config, iteration: int) -> np.random.Generator:
   return np.random.default_rng([config.seed, jax.process_index(), iteration])
 
 
+def segment_resets(frame_index, replay: bool = True):
+  """frame_index int [B, T] -> first bool [B, T]: where the unroll resets to fresh initial
+  slots. With replay (the default) only where a video starts; without (ablation wo-Replay) also
+  at every segment's first frame, so the stored state is never used."""
+  first = np.asarray(frame_index) == 0
+  if not replay:
+    first[:, 0] = True
+  return first
+
+
 class ReplayCollector:
   """The replay workers, their trajectory latents and the buffer of this process."""
 
@@ -77,9 +87,7 @@ class ReplayCollector:
   def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
     """Segments for one update; 'first' marks where the unroll resets to fresh slots."""
     batch = self.buffer.sample(batch_size, rng)
-    first = batch["frame_index"] == 0
-    if not self.config.replay.enabled:  # ablation wo-Replay: fresh slots at every segment
-      first[:, 0] = True
+    first = segment_resets(batch["frame_index"], self.config.replay.enabled)
     return dict(frames=batch["frames"], state=batch["state"], frame_index=batch["frame_index"],
                 first=first)
 

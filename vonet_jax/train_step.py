@@ -68,16 +68,17 @@ def segment_loss(config, model: VONet, params, batch_stats, batch, iteration, rn
   """Loss of SPEC.md section 2 on a batch of segments.
 
   batch: frames uint8 [B, T, H, W, 3], state float32 [B, K, D] (input state of the first step),
-  frame_index int32 [B, T] (0 = a video starts: reset to fresh initial slots).
+  frame_index int32 [B, T] (position in its video), first bool [B, T] (reset to fresh initial
+  slots there: where a video starts, and at every segment's start for wo-Replay).
   L = dVAE squared error + token cross-entropy + beta * KL summed over slots, per frame; a
   video's last frame is masked out (code); mean over [B, T] including the masked zeros.
   Returns (loss, (new batch_stats, metrics, outputs)).
   """
   tau = schedules.gumbel_temperature(config, iteration)
   beta = schedules.kl_weight(config, iteration)
-  first = batch["frame_index"] == 0
   (_, out), new_vars = model.apply(
-      {"params": params, "batch_stats": batch_stats}, batch["frames"], batch["state"], first,
+      {"params": params, "batch_stats": batch_stats}, batch["frames"], batch["state"],
+      batch["first"],
       tau, rngs=model_rngs(config, rng), mutable=["batch_stats"])
   kl = out["kl"].sum(axis=-1)  # [B, T]
   weight = jnp.ones_like(kl)
