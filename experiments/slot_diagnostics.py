@@ -12,11 +12,13 @@ About 10-30 s per checkpoint on a CPU for the CPU configs.
 """
 import json
 
+import jax
+import optax
 from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from vonet_jax import checkpointing, data, evaluate, slot_diagnostics
+from vonet_jax import checkpointing, data, evaluate, slot_diagnostics, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file of the run.", lock_config=True)
@@ -24,6 +26,8 @@ flags.DEFINE_string("workdir", None, "Workdir of the run.")
 flags.DEFINE_integer("num_videos", 8, "First validation videos used (at least 2).")
 flags.DEFINE_list("steps", None, "Only these checkpoint steps (default: every kept one).")
 flags.DEFINE_string("json_out", None, "Also write the rows to this JSON file.")
+flags.DEFINE_bool("untrained", False, "Also a row for step 0: the variables the run started "
+                  "from (the config's seed, initialised as vonet_jax.train does).")
 
 
 def main(argv):
@@ -39,8 +43,12 @@ def main(argv):
         "dVAE words used (entropy) |")
   print("|---|---|---|---|---|---|---|")
   rows = []
-  for step in steps:
-    _, variables = evaluate.restore_variables(config, FLAGS.workdir, step)
+  for step in ([0] if FLAGS.untrained else []) + steps:
+    if step == 0:  # the run's initial variables, not a checkpoint
+      state = train_step.init_train_state(config, jax.random.key(config.seed), optax.identity())
+      variables = dict(params=state.params, batch_stats=state.batch_stats)
+    else:
+      _, variables = evaluate.restore_variables(config, FLAGS.workdir, step)
     d = slot_diagnostics.diagnose(config, variables, videos)
     rows.append(dict(step=step, **d))
     at = lambda xs, scale=1, fmt=".2f": " / ".join(f"{scale * xs[i]:{fmt}}" for i in (0, 4, -1))
