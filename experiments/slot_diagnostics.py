@@ -7,7 +7,8 @@ Prints one row per kept checkpoint: slot spread and share of pixels above the ma
 frames 0, 4 and the last (threshold: config.eval.mask_threshold); FG-ARI of argmax masks (no
 threshold) and per frame (frames 0, 4 and the last scored as images, with the threshold); token
 cross-entropy given the frame's own slots, another video's slots and zero slots;
-dVAE words used by the frames' tokens (of V) and their entropy.
+dVAE words used by the frames' tokens (of V) and their entropy. --untrained adds step 0, the
+variables the run started from. The JSON has the per-frame lists of every measurement.
 About 10-30 s per checkpoint on a CPU for the CPU configs.
 """
 import json
