@@ -9,6 +9,10 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Seeds the parameters and the train step's own random numbers (dropout, noise) in place of
+  # `seed` when >= 0; `seed` still orders the data, samples the replay buffer and drives the
+  # collection. For telling the initialisation's share of seed-to-seed differences from the rest.
+  config.model_seed = -1
 
   # --- Data (SPEC.md section 1) -------------------------------------------------------------
   config.data = ml_collections.ConfigDict()

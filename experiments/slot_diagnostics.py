@@ -46,7 +46,7 @@ def main(argv):
   rows = []
   for step in ([0] if FLAGS.untrained else []) + steps:
     if step == 0:  # the run's initial variables, not a checkpoint
-      state = train_step.init_train_state(config, jax.random.key(config.seed), optax.identity())
+      state = train_step.init_train_state(config, train_step.model_key(config), optax.identity())
       variables = dict(params=state.params, batch_stats=state.batch_stats)
     else:
       _, variables = evaluate.restore_variables(config, FLAGS.workdir, step)

@@ -1,9 +1,12 @@
 """Bad config values fail with one line naming the key; the shipped configs are valid."""
+import jax
+import numpy as np
 import pytest
 
 from configs import movi_a, movi_b, movi_c, movi_d, movi_e, synthetic_learn, synthetic_small, tiny
 from vonet_jax.config_validation import validate_config
 from vonet_jax.errors import UserError
+from vonet_jax.train_step import model_key
 
 
 @pytest.mark.parametrize("module", [movi_a, movi_b, movi_c, movi_d, movi_e, synthetic_small,
@@ -35,4 +38,17 @@ def test_too_many_unet_levels_for_the_resolution():
   config = movi_d.get_config()
   config.data.resolution = 32  # 16x16 feature map cannot be pooled 5 times
   with pytest.raises(UserError, match="config.model.unet_channels"):
+    validate_config(config)
+
+
+def test_model_seed_defaults_to_seed_and_rejects_other_negatives():
+  config = tiny.get_config()
+  config.seed = 3
+  same = lambda key, seed: np.array_equal(jax.random.key_data(key),
+                                          jax.random.key_data(jax.random.key(seed)))
+  assert same(model_key(config), 3)
+  config.model_seed = 5
+  assert same(model_key(config), 5) and config.seed == 3
+  config.model_seed = -2
+  with pytest.raises(UserError, match=r"^config.model_seed: must be a seed >= 0"):
     validate_config(config)

@@ -129,7 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   process_batch = config.train.batch_size // jax.process_count()
   optimizer = optim.make_optimizer(config)
-  state = train_step.init_train_state(config, jax.random.key(config.seed), optimizer)
+  state = train_step.init_train_state(config, train_step.model_key(config), optimizer)
   state = sharding.replicate(mesh, state)
   update = train_step.make_train_step(config, optimizer, mesh)
   first_update = schedules.first_training_iteration(config)

@@ -56,6 +56,11 @@ def init_variables(config: ml_collections.ConfigDict, rng) -> dict:
   return dict(init(rng))
 
 
+def model_key(config) -> jax.Array:
+  """The key of `init_train_state`: from config.model_seed, or config.seed where that is -1."""
+  return jax.random.key(config.seed if config.model_seed < 0 else config.model_seed)
+
+
 def init_train_state(config, rng, optimizer: optax.GradientTransformation) -> TrainState:
   init_rng, state_rng = jax.random.split(rng)
   variables = init_variables(config, init_rng)
