@@ -13,6 +13,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # `seed` when >= 0; `seed` still orders the data, samples the replay buffer and drives the
   # collection. For telling the initialisation's share of seed-to-seed differences from the rest.
   config.model_seed = -1
+  # Orders the training videos in place of `seed` when >= 0 (the rest of the data side, replay
+  # sampling and collection, stays on `seed`).
+  config.video_order_seed = -1
 
   # --- Data (SPEC.md section 1) -------------------------------------------------------------
   config.data = ml_collections.ConfigDict()

@@ -41,7 +41,7 @@ def test_too_many_unet_levels_for_the_resolution():
     validate_config(config)
 
 
-def test_model_seed_defaults_to_seed_and_rejects_other_negatives():
+def test_model_and_video_order_seeds_default_to_seed_and_reject_other_negatives():
   config = tiny.get_config()
   config.seed = 3
   same = lambda key, seed: np.array_equal(jax.random.key_data(key),
@@ -49,6 +49,8 @@ def test_model_seed_defaults_to_seed_and_rejects_other_negatives():
   assert same(model_key(config), 3)
   config.model_seed = 5
   assert same(model_key(config), 5) and config.seed == 3
-  config.model_seed = -2
-  with pytest.raises(UserError, match=r"^config.model_seed: must be a seed >= 0"):
-    validate_config(config)
+  for key in ("model_seed", "video_order_seed"):
+    bad = tiny.get_config()
+    bad[key] = -2
+    with pytest.raises(UserError, match=rf"^config.{key}: must be a seed >= 0"):
+      validate_config(bad)

@@ -102,13 +102,17 @@ def test_train_stream_is_split_between_processes(monkeypatch, stored_train):
 
 
 @needs_sample
-def test_train_stream_order_follows_the_seed(train_stream_head):
+def test_train_stream_order_follows_the_seed_or_video_order_seed(train_stream_head):
   config = sample_config()
   config.seed = 1
   other = [fingerprint(v["video"]) for v in itertools.islice(movi.train_videos(config),
                                                               NUM_TRAIN)]
   mine = [fingerprint(v) for v in train_stream_head[:NUM_TRAIN]]
   assert sorted(other) == sorted(mine) and other != mine
+  config.video_order_seed = 0  # seed 0's order, whatever config.seed says
+  again = [fingerprint(v["video"]) for v in itertools.islice(movi.train_videos(config),
+                                                              NUM_TRAIN)]
+  assert again == mine
 
 
 @needs_sample

@@ -63,6 +63,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   _require(config.eval.batch_size >= 1 and config.eval.batch_size % num_devices == 0,
            "eval.batch_size", f"{config.eval.batch_size} is not divisible by the "
            f"{num_devices} devices; use a multiple of {num_devices}")
-  _require(config.model_seed >= -1, "model_seed",
-           f"must be a seed >= 0, or -1 to use `seed`; got {config.model_seed}")
+  for key in ("model_seed", "video_order_seed"):
+    _require(config[key] >= -1, key, f"must be a seed >= 0, or -1 to use `seed`; got {config[key]}")
   _require(config.eval.seeds >= 1, "eval.seeds", f"must be >= 1, got {config.eval.seeds}")

@@ -11,9 +11,10 @@ for downscaling, bilinear for upscaling; nearest for segmentations), and cut to 
 
 Training stream (`train_videos`), exactly resumable:
   * each process reads its own part of the train split (`tfds.split_for_jax_process`);
-  * epoch e visits the process's shard files in an order drawn from (config.seed, process, e)
-    and cuts the records, in that order, into blocks of `config.data.shuffle_buffer` videos;
-  * each block is emitted in an order drawn from (config.seed, process, e, block).
+  * epoch e visits the process's shard files in an order drawn from (seed, process, e) and
+    cuts the records, in that order, into blocks of `config.data.shuffle_buffer` videos;
+  * each block is emitted in an order drawn from (seed, process, e, block);
+  seed = config.video_order_seed, or config.seed where that is -1.
 So item n of the stream is a pure function of n: `train_videos(config, start=n)` seeks to it
 by skipping whole shards without reading them, reading raw records of at most one shard and one
 block (no decoding), and it then equals the stream from 0 without its first n items.
@@ -60,7 +61,7 @@ def train_videos(config, start: int = 0) -> Iterator[dict]:
   """Endless, shuffled stream of this process's training videos.
 
   Args:
-    config: the experiment config (uses config.data.* and config.seed).
+    config: the experiment config (uses config.data.*, config.seed, config.video_order_seed).
     start: videos of the stream already consumed (by this process); the stream resumes there.
 
   Returns:
@@ -79,8 +80,8 @@ def train_videos(config, start: int = 0) -> Iterator[dict]:
     raise UserError(f"process {_process_index()} got no training videos of {source.train_split} "
                     f"({_process_count()} processes): use fewer processes or more videos")
   block = max(1, min(int(config.data.shuffle_buffer), count))
-  return _train_stream(source, instructions, count, block, int(config.seed) & 0xFFFFFFFF,
-                       start, config)
+  seed = config.seed if config.video_order_seed < 0 else config.video_order_seed
+  return _train_stream(source, instructions, count, block, int(seed) & 0xFFFFFFFF, start, config)
 
 
 def _train_stream(source: _Source, instructions, count: int, block: int, seed: int, start: int,
