@@ -9,12 +9,11 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  # Seeds the parameters and the train step's own random numbers (dropout, noise) in place of
-  # `seed` when >= 0; `seed` still orders the data, samples the replay buffer and drives the
-  # collection. For telling the initialisation's share of seed-to-seed differences from the rest.
+  # Two parts of `seed` that can be set apart (-1: `seed`), for telling which part decides the
+  # seed-to-seed differences of a run (README, "What seed 0 has"): the parameters and the train
+  # step's own random numbers (dropout, noise), and the order of the training videos. `seed`
+  # alone drives the replay sampling and the collection.
   config.model_seed = -1
-  # Orders the training videos in place of `seed` when >= 0 (the rest of the data side, replay
-  # sampling and collection, stays on `seed`).
   config.video_order_seed = -1
 
   # --- Data (SPEC.md section 1) -------------------------------------------------------------
