@@ -9,12 +9,11 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  # Two parts of `seed` that can be set apart (-1: `seed`), for telling which part decides the
-  # seed-to-seed differences of a run (README, "What seed 0 has"): the parameters and the train
-  # step's own random numbers (dropout, noise), and the order of the training videos. `seed`
-  # alone drives the replay sampling and the collection.
+  # Parts of `seed` that can be set apart (-1: `seed`; vonet_jax/seeds.py says what each drives).
   config.model_seed = -1
   config.video_order_seed = -1
+  config.replay_seed = -1
+  config.collection_seed = -1
 
   # --- Data (SPEC.md section 1) -------------------------------------------------------------
   config.data = ml_collections.ConfigDict()

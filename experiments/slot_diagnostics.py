@@ -13,7 +13,6 @@ About 10-30 s per checkpoint on a CPU for the CPU configs.
 """
 import json
 
-import jax
 import optax
 from absl import app, flags
 from etils import epath

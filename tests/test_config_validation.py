@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from configs import movi_a, movi_b, movi_c, movi_d, movi_e, synthetic_learn, synthetic_small, tiny
+from vonet_jax import seeds, train
 from vonet_jax.config_validation import validate_config
 from vonet_jax.errors import UserError
 from vonet_jax.train_step import model_key
@@ -41,15 +42,27 @@ def test_too_many_unet_levels_for_the_resolution():
     validate_config(config)
 
 
-def test_model_and_video_order_seeds_default_to_seed_and_reject_other_negatives():
+def test_seed_parts_default_to_seed_and_reject_other_negatives():
   config = tiny.get_config()
   config.seed = 3
   same = lambda key, seed: np.array_equal(jax.random.key_data(key),
                                           jax.random.key_data(jax.random.key(seed)))
   assert same(model_key(config), 3)
-  config.model_seed = 5
-  assert same(model_key(config), 5) and config.seed == 3
-  for key in ("model_seed", "video_order_seed"):
+  assert [seeds.seed_of(config, part) for part in seeds.PARTS] == [3] * len(seeds.PARTS)
+  for i, part in enumerate(seeds.PARTS):
+    config[part] = 10 + i
+  assert same(model_key(config), 10) and config.seed == 3
+  assert [seeds.seed_of(config, part) for part in seeds.PARTS] == [10, 11, 12, 13]
+  # The replay sampling and the collection's noise follow their parts: as seeds 12 and 13 do.
+  seed_12, seed_13 = tiny.get_config(), tiny.get_config()
+  seed_12.seed, seed_13.seed = 12, 13
+  assert np.array_equal(train._host_rng(config, 7).integers(1 << 30, size=4),
+                        train._host_rng(seed_12, 7).integers(1 << 30, size=4))
+  assert np.array_equal(jax.random.key_data(train._collection_key(config)),
+                        jax.random.key_data(train._collection_key(seed_13)))
+  assert not np.array_equal(jax.random.key_data(train._collection_key(config)),
+                            jax.random.key_data(train._collection_key(seed_12)))
+  for key in seeds.PARTS:
     bad = tiny.get_config()
     bad[key] = -2
     with pytest.raises(UserError, match=rf"^config.{key}: must be a seed >= 0"):

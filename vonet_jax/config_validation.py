@@ -1,6 +1,7 @@
 """Checks of config values, each failing with one line that names the key and the fix."""
 import ml_collections
 
+from vonet_jax import seeds
 from vonet_jax.errors import UserError
 
 DATASETS = ("movi_a", "movi_b", "movi_c", "movi_d", "movi_e", "synthetic")
@@ -63,6 +64,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   _require(config.eval.batch_size >= 1 and config.eval.batch_size % num_devices == 0,
            "eval.batch_size", f"{config.eval.batch_size} is not divisible by the "
            f"{num_devices} devices; use a multiple of {num_devices}")
-  for key in ("model_seed", "video_order_seed"):
+  for key in seeds.PARTS:
     _require(config[key] >= -1, key, f"must be a seed >= 0, or -1 to use `seed`; got {config[key]}")
   _require(config.eval.seeds >= 1, "eval.seeds", f"must be >= 1, got {config.eval.seeds}")

@@ -16,8 +16,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from vonet_jax import (checkpointing, data, evaluate, optim, schedules, sharding, summaries,
-                       train_step)
+from vonet_jax import (checkpointing, data, evaluate, optim, schedules, seeds, sharding,
+                       summaries, train_step)
 from vonet_jax.config_validation import validate_config
 from vonet_jax.errors import UserError
 from vonet_jax.replay import ReplayBuffer, VideoWorkers
@@ -39,8 +39,15 @@ class _Preempted:
 
 
 def _host_rng(config, iteration: int) -> np.random.Generator:
-  """Stateless host randomness: a function of (seed, process, iteration), so resume is exact."""
-  return np.random.default_rng([config.seed, jax.process_index(), iteration])
+  """Stateless host randomness (the replay sampling): a function of (replay seed, process,
+  iteration), so resume is exact."""
+  return np.random.default_rng([seeds.seed_of(config, "replay_seed"), jax.process_index(),
+                                iteration])
+
+
+def _collection_key(config) -> jax.Array:
+  """The key of the collection's noise (folded with the iteration): from the collection seed."""
+  return jax.random.key(seeds.seed_of(config, "collection_seed") + 1)
 
 
 def segment_resets(frame_index, replay: bool = True):
@@ -160,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                              writer=writer)
   pictures = summaries.TrainingPictures(config, mesh)
   preempted = _Preempted()
-  key = jax.random.key(config.seed + 1)
+  key = _collection_key(config)
   picture_key = jax.random.key(config.seed + 2)
   last_metrics: dict[str, Any] = {}
   eval_summary: Optional[dict] = None

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vonet_jax import optim, schedules, sharding
+from vonet_jax import optim, schedules, seeds, sharding
 from vonet_jax.models.vonet import VONet, make_model
 
 
@@ -58,7 +58,7 @@ def init_variables(config: ml_collections.ConfigDict, rng) -> dict:
 
 def model_key(config) -> jax.Array:
   """The key of `init_train_state`: from config.model_seed, or config.seed where that is -1."""
-  return jax.random.key(config.seed if config.model_seed < 0 else config.model_seed)
+  return jax.random.key(seeds.seed_of(config, "model_seed"))
 
 
 def init_train_state(config, rng, optimizer: optax.GradientTransformation) -> TrainState:

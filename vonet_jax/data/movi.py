@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vonet_jax import seeds
 from vonet_jax.errors import UserError
 
 try:  # TensorFlow must not take GPU memory from JAX (SPEC.md section 8).
@@ -80,7 +81,7 @@ def train_videos(config, start: int = 0) -> Iterator[dict]:
     raise UserError(f"process {_process_index()} got no training videos of {source.train_split} "
                     f"({_process_count()} processes): use fewer processes or more videos")
   block = max(1, min(int(config.data.shuffle_buffer), count))
-  seed = config.seed if config.video_order_seed < 0 else config.video_order_seed
+  seed = seeds.seed_of(config, "video_order_seed")
   return _train_stream(source, instructions, count, block, int(seed) & 0xFFFFFFFF, start, config)
 
 
