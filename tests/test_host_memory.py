@@ -78,3 +78,43 @@ def test_run_under_jemalloc_can_be_turned_off():
   lines = [line for line in _restart_probe(VONET_JEMALLOC="0") if line]
   assert [line.split()[0] for line in lines] == ["before", "after"]
   assert lines[1].split()[2] == "None"
+
+
+_RELEASE_PROBE = """
+import ctypes, sys
+from vonet_jax import host_memory
+host_memory.retain_freed_memory()  # glibc: keep freed memory; a no-op under jemalloc
+process = ctypes.CDLL(None)  # the process's malloc: jemalloc's where preloaded
+process.malloc.restype = ctypes.c_void_p
+process.free.argtypes = [ctypes.c_void_p]
+SIZE = 256 * 2**20
+
+def resident():
+  with open("/proc/self/status") as status:
+    return 1024 * int(next(l for l in status if l.startswith("VmRSS")).split()[1])
+
+buffer = process.malloc(SIZE)
+ctypes.memset(buffer, 1, SIZE)
+process.free(buffer)
+kept = resident()
+released = host_memory.release_freed_memory()
+print(host_memory.preloaded_allocator(), released, kept - resident())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, glibc or jemalloc")
+@pytest.mark.parametrize("allocator", ["glibc", "jemalloc"])
+def test_release_freed_memory_returns_a_freed_buffer_to_the_os(allocator):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("LD_PRELOAD", "MALLOC_CONF", "VONET_JEMALLOC", host_memory._RESTARTED)}
+  if allocator == "jemalloc":
+    library = ctypes.util.find_library("jemalloc")
+    if library is None:
+      pytest.skip("jemalloc not installed")
+    env.update(LD_PRELOAD=library, MALLOC_CONF=host_memory._JEMALLOC_CONF)
+  name, released, freed_bytes = subprocess.run(
+      [sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, check=True,
+      env=env).stdout.split()
+  assert name == ("jemalloc" if allocator == "jemalloc" else "None")
+  assert released == "True"
+  assert int(freed_bytes) > 200 * 2**20  # the 256 MB buffer's pages went back to the OS

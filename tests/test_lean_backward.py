@@ -3,8 +3,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from vonet_jax.models.lean_backward import InstanceNorm, max_pool2, relu
+from vonet_jax.models.lean_backward import InstanceNorm, LayerNorm, max_pool2, relu
 
 
 def _inputs(shape, seed=0):
@@ -48,10 +49,12 @@ def test_max_pool_equals_flax_max_pool_after_relu():
   np.testing.assert_array_equal(jax.grad(loss(max_pool2))(x), jax.grad(loss(plain))(x))
 
 
-def test_instance_norm_equals_flax_group_norm_with_one_channel_per_group():
+@pytest.mark.parametrize("lean, plain", [
+    (InstanceNorm(epsilon=1e-5), nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5)),
+    (LayerNorm(epsilon=1e-5), nn.LayerNorm(epsilon=1e-5))], ids=["instance", "layer"])
+def test_norms_equal_flax_group_norm_and_layer_norm(lean, plain):
+  """InstanceNorm = GroupNorm with one channel per group; LayerNorm = nn.LayerNorm (last axis)."""
   x = jnp.asarray(np.random.default_rng(3).normal(2.0, 3.0, size=(4, 6, 5, 7)), jnp.float32)
-  plain = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5)
-  lean = InstanceNorm(epsilon=1e-5)
   params = plain.init(jax.random.key(0), x)
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
       lean.init(jax.random.key(0), x))

@@ -16,8 +16,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from vonet_jax import (checkpointing, data, evaluate, optim, schedules, seeds, sharding,
-                       summaries, train_step)
+from vonet_jax import (checkpointing, data, evaluate, host_memory, optim, schedules, seeds,
+                       sharding, summaries, train_step)
 from vonet_jax.config_validation import validate_config
 from vonet_jax.errors import UserError
 from vonet_jax.replay import ReplayBuffer, VideoWorkers
@@ -170,6 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   key = _collection_key(config)
   picture_key = jax.random.key(config.seed + 2)
   last_metrics: dict[str, Any] = {}
+  compiled_update = None  # `update`, compiled at this process's first update
   eval_summary: Optional[dict] = None
   logging.info("Training from iteration %d to %d (updates start at %d).", iteration,
                config.train.num_iterations, first_update)
@@ -187,7 +188,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if collector.buffer.ready(config.replay.initial_frames):
       local = collector.sample(process_batch, _host_rng(config, iteration))
       batch = sharding.global_batch(mesh, local)
-      state, metrics = update(state, batch, sharding.replicate(mesh, np.int32(iteration)))
+      step = sharding.replicate(mesh, np.int32(iteration))
+      if compiled_update is None:
+        compiled_update = update.lower(state, batch, step).compile()
+        host_memory.release_freed_memory()  # the compiler's freed memory (host_memory says why)
+      state, metrics = compiled_update(state, batch, step)
       collector.read_ahead()  # host work while the device runs the update
       last_metrics = sharding.to_host(metrics)
       _check_finite(last_metrics, iteration, checkpointer)

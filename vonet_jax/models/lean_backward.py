@@ -1,7 +1,8 @@
-"""ReLU, 2x2 max-pool and InstanceNorm whose backward passes keep less from the forward pass.
+"""ReLU, 2x2 max-pool, InstanceNorm and LayerNorm whose backward passes keep less from the
+forward pass.
 
 Each is the same function with the same gradients as its plain form (tests/test_lean_backward.py):
-ReLU and max-pool bit for bit, InstanceNorm to float rounding. What changes is what XLA holds
+ReLU and max-pool bit for bit, the norms to float rounding. What changes is what XLA holds
 from the forward pass until the backward pass (MOVi-A at B=8: README "Performance"):
 
 - `relu` keeps where its output is positive as bits (1 bit per element) instead of its input.
@@ -14,9 +15,11 @@ from the forward pass until the backward pass (MOVi-A at B=8: README "Performanc
   convolution's input) and recomputes the location of each window's maximum in the backward
   pass, where jax's max reduction keeps that location as a float32 array of the input's size
   (92 MB per frame at B=8 for the U-Net's 64x64x64 level).
-- `instance_norm` keeps its input and two numbers per map and channel, and recomputes the
-  normalised map in the backward pass, where autodiff of flax's GroupNorm keeps the centred and
-  the normalised map as well.
+- `normalize` (`InstanceNorm`, `LayerNorm`) keeps its input and two numbers per normalised
+  group (map and channel; token), and recomputes the normalised values in the backward pass,
+  where autodiff of flax's GroupNorm keeps the centred and the normalised map as well, and of
+  flax's LayerNorm three arrays of the input's size (the decoder's 3 norms per block, MOVi-A at
+  B=8: 8 x 3 x 3 x 19 MB).
 
 Recomputations in a backward pass are tied to the cotangent (`tie_floats_to`): XLA:CPU would
 otherwise run them right after the forward pass and keep their results.
@@ -132,46 +135,53 @@ def _max_pool2_bwd(res, g):
 max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def instance_norm(x, scale, bias, eps: float):
-  """Per map and channel normalisation over space, then scale and bias: [N, h, w, C] -> same.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalize(x, scale, bias, eps: float, axes: tuple):
+  """Normalisation over `axes` of x [..., C], then scale and bias [C]: the same shape.
 
-  flax's `GroupNorm(group_size=1)`: statistics in float32, variance E[x^2] - E[x]^2 clipped at
-  0; scale, bias [C].
+  flax's normalisation layers: statistics in float32, variance E[x^2] - E[x]^2 clipped at 0,
+  y = (x - mean) * (rsqrt(var + eps) * scale) + bias. axes (1, 2) of [N, h, w, C] is flax's
+  `GroupNorm(group_size=1)` (`instance_norm`); axes (-1,) is flax's `LayerNorm`.
   """
-  return _instance_norm_fwd(x, scale, bias, eps)[0]
+  return _normalize_fwd(x, scale, bias, eps, axes)[0]
 
 
-def _instance_stats(x, eps):
+def _stats(x, eps, axes):
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = xf.mean(axis=(1, 2), keepdims=True)  # [N, 1, 1, C]
-  var = jnp.maximum(0.0, (xf * xf).mean(axis=(1, 2), keepdims=True) - mean * mean)
+  mean = xf.mean(axis=axes, keepdims=True)  # [N, 1, 1, C] (instance), [..., 1] (layer)
+  var = jnp.maximum(0.0, (xf * xf).mean(axis=axes, keepdims=True) - mean * mean)
   return xf, mean, jax.lax.rsqrt(var + eps)
 
 
-def _instance_norm_fwd(x, scale, bias, eps):
-  xf, mean, rstd = _instance_stats(x, eps)
+def _normalize_fwd(x, scale, bias, eps, axes):
+  xf, mean, rstd = _stats(x, eps, axes)
   y = ((xf - mean) * (rstd * scale) + bias).astype(x.dtype)
   return y, (x, mean, rstd, scale)
 
 
-def _instance_norm_bwd(eps, res, g):
+def _normalize_bwd(eps, axes, res, g):
   del eps
   x, mean, rstd, scale = res
-  # All tied to g: XLA:CPU would otherwise broadcast mean and rstd to the map's shape right
-  # after the forward pass and keep the broadcasts.
+  # All tied to g: XLA:CPU would otherwise broadcast mean and rstd to x's shape (or recompute
+  # the normalised x) right after the forward pass and keep the results.
   x, mean, rstd = (tie_floats_to(a, g) for a in (x, mean, rstd))
   xf = x.astype(rstd.dtype)
-  x_hat = (xf - mean) * rstd  # [N, h, w, C]
+  x_hat = (xf - mean) * rstd
   gf = g.astype(rstd.dtype)
   d_hat = gf * scale
-  dx = rstd * (d_hat - d_hat.mean(axis=(1, 2), keepdims=True)
-               - x_hat * (d_hat * x_hat).mean(axis=(1, 2), keepdims=True))
-  return (dx.astype(x.dtype), (gf * x_hat).sum(axis=(0, 1, 2)).astype(scale.dtype),
-          gf.sum(axis=(0, 1, 2)).astype(scale.dtype))
+  dx = rstd * (d_hat - d_hat.mean(axis=axes, keepdims=True)
+               - x_hat * (d_hat * x_hat).mean(axis=axes, keepdims=True))
+  leading = tuple(range(x.ndim - 1))  # scale and bias are per channel (the last axis)
+  return (dx.astype(x.dtype), (gf * x_hat).sum(axis=leading).astype(scale.dtype),
+          gf.sum(axis=leading).astype(scale.dtype))
 
 
-instance_norm.defvjp(_instance_norm_fwd, _instance_norm_bwd)
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+def instance_norm(x, scale, bias, eps: float):
+  """Per map and channel normalisation over space of x [N, h, w, C] (`normalize`)."""
+  return normalize(x, scale, bias, eps, (1, 2))
 
 
 class InstanceNorm(nn.Module):
@@ -186,3 +196,17 @@ class InstanceNorm(nn.Module):
     scale = self.param("scale", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
     return instance_norm(x.astype(self.dtype), scale, bias, self.epsilon)
+
+
+class LayerNorm(nn.Module):
+  """`nn.LayerNorm` over the last axis (the same parameters "scale" and "bias"), through
+  `normalize`: [..., C] -> [..., C] in `dtype`, statistics in float32."""
+  epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    return normalize(x.astype(self.dtype), scale, bias, self.epsilon, (-1,))

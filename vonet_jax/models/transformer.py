@@ -21,17 +21,18 @@ import jax.numpy as jnp
 
 from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
-from vonet_jax.models.lean_backward import (pack_bits, relu, tie_bits_to, tie_floats_to, tie_key_to,
-                                            unpack_bits)
+from vonet_jax.models.lean_backward import (LayerNorm, pack_bits, relu, tie_bits_to, tie_floats_to,
+                                            tie_key_to, unpack_bits)
 from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
 ATTENTION_IMPLS = ("xla", "einsum")
 
 
-def layer_norm(dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.LayerNorm:
-  """LayerNorm with PyTorch's eps, learnable scale and bias."""
-  return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name=name)
+def layer_norm(dtype: Any = jnp.float32, name: Optional[str] = None) -> LayerNorm:
+  """LayerNorm with PyTorch's eps, learnable scale and bias (nn.LayerNorm's function and
+  parameters; its backward pass keeps less, see lean_backward)."""
+  return LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name=name)
 
 
 def xavier_uniform(gain: float = 1.0):
@@ -266,14 +267,17 @@ def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, 
   for (start, end), p, bits in zip(_causal_blocks(q.shape[1], num_blocks), saved_p, masks):
     g_block = g[:, start:end]  # [B, block, H, Dh]
     logits_fn = functools.partial(_block_logits, start=start, end=end)
+    # q, k, v tied to the cotangent (like the mask's bits): else XLA:CPU shares the backward's
+    # slices of them with the forward's and keeps every block's slices alive (4.5 copies of v
+    # and k per layer); with recompute, it would also recompute every block's P right after the
+    # forward pass and keep them all alive, saving nothing.
+    q_t, k_t, v_t = (tie_floats_to(a, g_block) for a in (q, k, v))
     if recompute:
-      # Tied to the cotangent (like the mask's bits): else XLA:CPU recomputes every block's P
-      # right after the forward pass and keeps them all alive, saving nothing.
-      logits, logits_vjp = jax.vjp(logits_fn, tie_floats_to(q, g_block), k)
+      logits, logits_vjp = jax.vjp(logits_fn, q_t, k_t)
       p = jax.nn.softmax(logits, axis=-1)
     else:
-      _, logits_vjp = jax.vjp(logits_fn, q, k)  # its forward is unused: XLA drops it
-    dlogits, dv_block = _backward_from_probabilities(p, v[:, :end], bits, keep_prob, dtype,
+      _, logits_vjp = jax.vjp(logits_fn, q_t, k_t)  # its forward is unused: XLA drops it
+    dlogits, dv_block = _backward_from_probabilities(p, v_t[:, :end], bits, keep_prob, dtype,
                                                      g_block)
     dq_block, dk_block = logits_vjp(dlogits)
     dq, dk = dq + dq_block, dk + dk_block
