@@ -162,9 +162,9 @@ def _normalize_fwd(x, scale, bias, eps, axes):
 def _normalize_bwd(eps, axes, res, g):
   del eps
   x, mean, rstd, scale = res
-  # All tied to g: XLA:CPU would otherwise broadcast mean and rstd to x's shape (or recompute
-  # the normalised x) right after the forward pass and keep the results.
-  x, mean, rstd = (tie_floats_to(a, g) for a in (x, mean, rstd))
+  # All tied to g: XLA:CPU would otherwise broadcast mean, rstd and scale to x's shape (or
+  # recompute the normalised x) right after the forward pass and keep the results.
+  x, mean, rstd, scale = (tie_floats_to(a, g) for a in (x, mean, rstd, scale))
   xf = x.astype(rstd.dtype)
   x_hat = (xf - mean) * rstd
   gf = g.astype(rstd.dtype)
