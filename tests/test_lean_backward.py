@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vonet_jax.models.lean_backward import InstanceNorm, LayerNorm, max_pool2, relu
+from vonet_jax.models.layers import Dense
+from vonet_jax.models.lean_backward import (InstanceNorm, LayerNorm, max_pool2, normalize_project,
+                                            relu)
 
 
 def _inputs(shape, seed=0):
@@ -67,3 +69,25 @@ def test_norms_equal_flax_group_norm_and_layer_norm(lean, plain):
   ref = jax.grad(loss(plain), argnums=(0, 1))(params, x)
   for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref)):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+
+
+def test_normalize_project_equals_layer_norm_then_dense_layers():
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(1.0, 2.0, size=(3, 10, 8)), jnp.float32)
+  scale, bias = (jnp.asarray(rng.normal(size=8), jnp.float32) for _ in range(2))
+  kernels = tuple(jnp.asarray(rng.normal(size=(8, n)), jnp.float32) for n in (8, 5))
+  weights = [jnp.asarray(rng.normal(size=(3, 10, n)), jnp.float32) for n in (8, 5)]
+
+  def plain(x, scale, bias, kernels):
+    y = nn.LayerNorm(epsilon=1e-5).apply({"params": dict(scale=scale, bias=bias)}, x)
+    return tuple(Dense(k.shape[1], use_bias=False).apply({"params": dict(kernel=k)}, y)
+                 for k in kernels)
+
+  lean = lambda x, scale, bias, kernels: normalize_project(x, scale, bias, kernels, 1e-5)
+  for out, ref in zip(lean(x, scale, bias, kernels), plain(x, scale, bias, kernels)):
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  loss = lambda f: (lambda *args: sum(jnp.sum(jnp.sin(o) * w) for o, w in zip(f(*args), weights)))
+  grads = jax.grad(loss(lean), argnums=(0, 1, 2, 3))(x, scale, bias, kernels)
+  ref = jax.grad(loss(plain), argnums=(0, 1, 2, 3))(x, scale, bias, kernels)
+  for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref)):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)

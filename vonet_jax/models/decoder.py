@@ -30,7 +30,7 @@ import optax
 
 from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
-from vonet_jax.models.lean_backward import relu, tie_floats_to
+from vonet_jax.models.lean_backward import normalize_project, relu, tie_floats_to
 from vonet_jax.models.transformer import (Dropout, FeedForward, MultiHeadAttention, layer_norm,
                                          xavier_uniform)
 
@@ -93,6 +93,18 @@ class DecoderBlock(nn.Module):
     self.ffn = FeedForward(self.ffn_dim, self.d_model, self.dropout, self.out_init_gain,
                            dtype=self.dtype)
 
+  def _normalized_projections(self, norm, x, layers):
+    """[norm(x) @ kernel of each Dense layer] ([..., features] each, without the layers'
+    biases) through `normalize_project`, whose backward pass keeps less than the layers'."""
+    if self.is_initializing():  # create the parameters as the plain layers do
+      y = norm(x)
+      for layer in layers:
+        layer(y)
+    params = norm.variables["params"]
+    kernels = tuple(layer.variables["params"]["kernel"] for layer in layers)
+    return normalize_project(x.astype(self.dtype), params["scale"], params["bias"], kernels,
+                             norm.epsilon)
+
   def _self_attention_residual(self, x, attend):
     # x: [B, T, d] -> [B, T, d]; attend: the self-attention of a normalised stream.
     if self.is_first:
@@ -102,14 +114,22 @@ class DecoderBlock(nn.Module):
 
   def _cross_and_ffn(self, x, cross_kv, deterministic):
     # x: [B, T, d]; cross_kv: memory keys/values [B, K, H, Dh] each -> [B, T, d]
-    q = self.cross_attention.project_query(self.cross_attention_norm(x))  # [B, T, H, Dh]
-    x = x + self.cross_attention.attend(q, *cross_kv, deterministic=deterministic)
-    return x + self.ffn(self.ffn_norm(x), deterministic=deterministic)
+    cross = self.cross_attention
+    (q,) = self._normalized_projections(self.cross_attention_norm, x, (cross.q_proj,))
+    x = x + cross.attend(cross.heads(q), *cross_kv, deterministic=deterministic)
+    (h,) = self._normalized_projections(self.ffn_norm, x, (self.ffn.hidden,))
+    h = h + self.ffn.hidden.variables["params"]["bias"].astype(h.dtype)  # [B, T, ffn_dim]
+    return x + self.ffn.from_hidden(h, deterministic=deterministic)
 
   def __call__(self, x, memory, deterministic: bool):
     """Teacher forcing. x: [B, N, d]; memory: [B, K, d] -> [B, N, d]."""
-    x = self._self_attention_residual(
-        x, lambda y: self.self_attention(y, causal=True, deterministic=deterministic))
+    attention = self.self_attention
+    q, k, v = self._normalized_projections(
+        self.self_attention_norm, x, (attention.q_proj, attention.k_proj, attention.v_proj))
+    if self.is_first:  # the stream becomes its normalised self (class docstring)
+      x = self.self_attention_norm(x)
+    x = x + attention.attend(*map(attention.heads, (q, k, v)), causal=True,
+                             deterministic=deterministic)
     return self._cross_and_ffn(x, self.memory_key_value(memory), deterministic)
 
   def memory_key_value(self, memory):

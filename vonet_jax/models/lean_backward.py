@@ -210,3 +210,48 @@ class LayerNorm(nn.Module):
     scale = self.param("scale", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
     return normalize(x.astype(self.dtype), scale, bias, self.epsilon, (-1,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def normalize_project(x, scale, bias, kernels, eps: float):
+  """LayerNorm of x [..., d] over its last axis (`normalize`), then bias-free projections:
+  a tuple of LN(x) @ kernel for each kernel [d, out] ([..., out] each, in x's dtype).
+
+  The same function and gradients as the norm followed by `layers.Dense` layers (to float
+  rounding), but its backward pass recomputes LN(x) from x, which the norm keeps anyway, where
+  the projections' autodiff keeps LN(x) as well (MOVi-A at B=8: 3 x 19 MB per decoder block).
+  """
+  return _normalize_project_fwd(x, scale, bias, kernels, eps)[0]
+
+
+def _project(y, kernels):
+  flat = y.reshape(-1, y.shape[-1])  # [N, d], as layers.Dense folds the leading axes
+  return tuple(jnp.dot(flat, k.astype(y.dtype)).reshape(y.shape[:-1] + (k.shape[-1],))
+               for k in kernels)
+
+
+def _normalize_project_fwd(x, scale, bias, kernels, eps):
+  y, norm_residuals = _normalize_fwd(x, scale, bias, eps, (-1,))
+  return _project(y, kernels), (norm_residuals, bias, kernels)
+
+
+def _normalize_project_bwd(eps, residuals, gs):
+  norm_residuals, bias, kernels = residuals
+  x, mean, rstd, scale = norm_residuals
+  # LN(x) recomputed from tied inputs (see `tie_bits_to`): else XLA:CPU shares it with the
+  # forward's and keeps it.
+  anchor = gs[0]
+  xt, mean_t, rstd_t, scale_t = (tie_floats_to(a, anchor) for a in (x, mean, rstd, scale))
+  y = ((xt.astype(rstd.dtype) - mean_t) * (rstd_t * scale_t) + bias).astype(x.dtype)
+  flat_y = y.reshape(-1, y.shape[-1])  # [N, d]
+  dy = jnp.zeros_like(flat_y)
+  dkernels = []
+  for k, g in zip(kernels, gs):
+    flat_g = g.reshape(-1, g.shape[-1])  # [N, out]
+    dkernels.append(jnp.dot(flat_y.T, flat_g).astype(k.dtype))
+    dy = dy + jnp.dot(flat_g, k.astype(g.dtype).T)
+  dx, dscale, dbias = _normalize_bwd(eps, (-1,), norm_residuals, dy.reshape(y.shape))
+  return dx, dscale, dbias, tuple(dkernels)
+
+
+normalize_project.defvjp(_normalize_project_fwd, _normalize_project_bwd)

@@ -364,7 +364,8 @@ class MultiHeadAttention(nn.Module):
     self.attn_dropout = ProbabilityDropout(self.dropout_rate)
     self.out_dropout = Dropout(self.dropout_rate)
 
-  def _heads(self, x):
+  def heads(self, x):
+    """Projections [..., H * Dh] -> [..., H, Dh] (q_bias is not added here)."""
     return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # [B, T, H, Dh]
 
   def project_query(self, x):
@@ -372,11 +373,11 @@ class MultiHeadAttention(nn.Module):
     q = self.q_proj(x)  # [B, T, H*Dh]
     if self.q_bias:
       q = q + self.query_bias.astype(q.dtype)
-    return self._heads(q)
+    return self.heads(q)
 
   def project_key_value(self, memory):
     """memory: [B, S, d_mem] -> (keys, values), each [B, S, H, Dh]."""
-    return self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+    return self.heads(self.k_proj(memory)), self.heads(self.v_proj(memory))
 
   def attend(self, q, k, v, mask=None, causal: bool = False, deterministic: bool = True):
     """Attention of projected queries to projected keys/values, then the output projection.
@@ -471,15 +472,21 @@ class FeedForward(nn.Module):
   out_init_gain: float = 1.0
   dtype: Any = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.hidden = Dense(self.hidden_dim, dtype=self.dtype,
+                        kernel_init=nn.initializers.he_uniform())
+    self.out = Dense(self.out_dim, dtype=self.dtype,
+                     kernel_init=xavier_uniform(self.out_init_gain))
+    # Named as nn.Dropout's auto-name, so the rng path (and mask) is nn.Dropout's.
+    self.Dropout_0 = Dropout(self.dropout_rate)
+
   def __call__(self, x, deterministic: bool = True):
     # x: [..., d_in] -> [..., out_dim]
-    h = Dense(self.hidden_dim, dtype=self.dtype, kernel_init=nn.initializers.he_uniform(),
-              name="hidden")(x)
-    y = Dense(self.out_dim, dtype=self.dtype, kernel_init=xavier_uniform(self.out_init_gain),
-              name="out")(relu(h))
-    # Named as nn.Dropout's auto-name, so the rng path (and mask) is nn.Dropout's.
-    return Dropout(self.dropout_rate, name="Dropout_0")(y, deterministic=deterministic)
+    return self.from_hidden(self.hidden(x), deterministic)
+
+  def from_hidden(self, h, deterministic: bool = True):
+    """The layers after the hidden Dense: its output h [..., hidden_dim] -> [..., out_dim]."""
+    return self.Dropout_0(self.out(relu(h)), deterministic=deterministic)
 
 
 class SlotTransformerBlock(nn.Module):
