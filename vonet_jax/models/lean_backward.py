@@ -141,7 +141,7 @@ def normalize(x, scale, bias, eps: float, axes: tuple):
 
   flax's normalisation layers: statistics in float32, variance E[x^2] - E[x]^2 clipped at 0,
   y = (x - mean) * (rsqrt(var + eps) * scale) + bias. axes (1, 2) of [N, h, w, C] is flax's
-  `GroupNorm(group_size=1)` (`instance_norm`); axes (-1,) is flax's `LayerNorm`.
+  `GroupNorm(group_size=1)` (`InstanceNorm`); axes (-1,) is flax's `LayerNorm`.
   """
   return _normalize_fwd(x, scale, bias, eps, axes)[0]
 
@@ -179,37 +179,29 @@ def _normalize_bwd(eps, axes, res, g):
 normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
-def instance_norm(x, scale, bias, eps: float):
-  """Per map and channel normalisation over space of x [N, h, w, C] (`normalize`)."""
-  return normalize(x, scale, bias, eps, (1, 2))
-
-
-class InstanceNorm(nn.Module):
-  """`nn.GroupNorm(num_groups=None, group_size=1)` (the same parameters "scale" and "bias"),
-  through `instance_norm`: [N, h, w, C] -> [N, h, w, C]."""
+class _ChannelNorm(nn.Module):
+  """`normalize` over `axes` with per-channel parameters "scale" and "bias" (flax's names and
+  initialisation): [..., C] -> [..., C] in `dtype`, statistics in float32."""
   epsilon: float = 1e-5
   dtype: jnp.dtype = jnp.float32
+  axes: tuple = (-1,)
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
-    return instance_norm(x.astype(self.dtype), scale, bias, self.epsilon)
+    return normalize(x.astype(self.dtype), scale, bias, self.epsilon, self.axes)
 
 
-class LayerNorm(nn.Module):
-  """`nn.LayerNorm` over the last axis (the same parameters "scale" and "bias"), through
-  `normalize`: [..., C] -> [..., C] in `dtype`, statistics in float32."""
-  epsilon: float = 1e-5
-  dtype: jnp.dtype = jnp.float32
+class InstanceNorm(_ChannelNorm):
+  """`nn.GroupNorm(num_groups=None, group_size=1)`: [N, h, w, C] -> [N, h, w, C]."""
+  axes: tuple = (1, 2)
 
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,))
-    bias = self.param("bias", nn.initializers.zeros, (c,))
-    return normalize(x.astype(self.dtype), scale, bias, self.epsilon, (-1,))
+
+class LayerNorm(_ChannelNorm):
+  """`nn.LayerNorm` over the last axis: [..., C] -> [..., C]."""
+  axes: tuple = (-1,)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
