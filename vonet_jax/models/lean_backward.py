@@ -150,13 +150,17 @@ def _stats(x, eps, axes):
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mean = xf.mean(axis=axes, keepdims=True)  # [N, 1, 1, C] (instance), [..., 1] (layer)
   var = jnp.maximum(0.0, (xf * xf).mean(axis=axes, keepdims=True) - mean * mean)
-  return xf, mean, jax.lax.rsqrt(var + eps)
+  return mean, jax.lax.rsqrt(var + eps)
+
+
+def _affine(x, mean, rstd, scale, bias):
+  """The normalised x, scaled and shifted, in x's dtype (statistics in float32)."""
+  return ((x.astype(rstd.dtype) - mean) * (rstd * scale) + bias).astype(x.dtype)
 
 
 def _normalize_fwd(x, scale, bias, eps, axes):
-  xf, mean, rstd = _stats(x, eps, axes)
-  y = ((xf - mean) * (rstd * scale) + bias).astype(x.dtype)
-  return y, (x, mean, rstd, scale)
+  mean, rstd = _stats(x, eps, axes)
+  return _affine(x, mean, rstd, scale, bias), (x, mean, rstd, scale)
 
 
 def _normalize_bwd(eps, axes, res, g):
@@ -233,8 +237,7 @@ def _normalize_project_bwd(eps, residuals, gs):
   # LN(x) recomputed from tied inputs (see `tie_bits_to`): else XLA:CPU shares it with the
   # forward's and keeps it.
   anchor = gs[0]
-  xt, mean_t, rstd_t, scale_t = (tie_floats_to(a, anchor) for a in (x, mean, rstd, scale))
-  y = ((xt.astype(rstd.dtype) - mean_t) * (rstd_t * scale_t) + bias).astype(x.dtype)
+  y = _affine(*(tie_floats_to(a, anchor) for a in (x, mean, rstd, scale)), bias)
   flat_y = y.reshape(-1, y.shape[-1])  # [N, d]
   dy = jnp.zeros_like(flat_y)
   dkernels = []
