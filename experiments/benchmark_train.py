@@ -22,7 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
-from experiments.timing import median_time
+from experiments.timing import cores_busy, matmul_gflops, median_time
 from vonet_jax import host_memory, optim, replay, sharding, train_step, xla_cpu
 
 FLAGS = flags.FLAGS
@@ -87,7 +87,10 @@ def main(argv):
     for _ in range(2):  # warm-up: the first two updates also grow the heap (about 2x slower)
       jax.block_until_ready(run_update())
       time.sleep(_SETTLE_S)
-    figures["update_s"] = median_time(run_update, FLAGS.repeats, pause_s=_SETTLE_S)
+    figures["matmul_gflops"] = matmul_gflops()  # the machine's speed in this window
+    figures["update_s"], busy = cores_busy(
+        lambda: median_time(run_update, FLAGS.repeats, pause_s=_SETTLE_S))
+    figures["update_cores_busy"] = busy * (1 + _SETTLE_S / figures["update_s"])  # pauses idle
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     r, m = config.replay, config.model
     res = config.data.resolution

@@ -135,3 +135,14 @@ def test_evaluation_on_the_movi_a_sample(env, tmp_path):
     for v in seed["videos"]:
       assert 0.0 <= v["miou"] <= 1.0 and -1.0 <= v["fg_ari"] <= 1.0
   assert "FG-ARI" in result.stdout and "mIoU" in result.stdout
+  # experiments/slot_diagnostics.py on the same run: the untrained variables and checkpoint 4.
+  rows_json = tmp_path / "diagnostics.json"
+  subprocess.run([sys.executable, "-m", "experiments.slot_diagnostics", "--config=configs/tiny.py",
+                  *MOVI, f"--workdir={workdir}", "--num_videos=2", "--steps=4", "--untrained",
+                  f"--json_out={rows_json}"], cwd=ROOT, env=env, check=True, capture_output=True,
+                 timeout=600)
+  rows = json.loads(rows_json.read_text())
+  assert [r["step"] for r in rows] == [0, 4]
+  for r in rows:
+    assert len(r["fg_ari_per_frame"]) == 24 and len(r["slot_spread"]) == 24
+    assert 1 <= r["codebook"]["words"] <= 32  # configs/tiny.py's vocabulary
