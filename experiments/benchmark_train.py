@@ -8,7 +8,10 @@ Prints (for any config): parameter count; compiled FLOPs (`cost_analysis`) and m
 --repeats runs after warm-up (two updates; compile excluded); the process's peak resident host
 memory after compiling and timing the update (`peak_rss_gb`, getrusage's ru_maxrss: the figure
 `/usr/bin/time -v` reports, compilation included; each update is let finish before the next,
-as in the training loop, see `main`). --compile_only skips the timing (for configs too large
+as in the training loop, see `main`); the CPU seconds per wall second during the timed updates
+(`update_cores_busy`); and the machine's speed in the same window, float32 matmul GFLOP/s and
+memory bandwidth GB/s (`matmul_gflops`, `stream_gbs`: on a shared machine an update's time drifts
+between windows, and these say how fast the window was). --compile_only skips the timing (for configs too large
 to run here, e.g. MOVi-A at B=32). Expected wall time: the small config about a minute; MOVi-A
 at B=1/B=2 on a 2-core CPU several minutes (compilation dominates).
 """
@@ -22,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
-from experiments.timing import cores_busy, matmul_gflops, median_time
+from experiments.timing import cores_busy, matmul_gflops, median_time, stream_gbs
 from vonet_jax import host_memory, optim, replay, sharding, train_step, xla_cpu
 
 FLAGS = flags.FLAGS
@@ -88,6 +91,7 @@ def main(argv):
       jax.block_until_ready(run_update())
       time.sleep(_SETTLE_S)
     figures["matmul_gflops"] = matmul_gflops()  # the machine's speed in this window
+    figures["stream_gbs"] = stream_gbs()
     figures["update_s"], busy = cores_busy(
         lambda: median_time(run_update, FLAGS.repeats, pause_s=_SETTLE_S))
     figures["update_cores_busy"] = busy * (1 + _SETTLE_S / figures["update_s"])  # pauses idle

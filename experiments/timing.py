@@ -23,13 +23,24 @@ def median_time(fn, repeats: int, pause_s: float = 0.0) -> float:
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
   """This machine's float32 matmul speed now: GFLOP/s of one jitted [size, size] @ [size, size].
 
-  The yardstick that makes times from different windows comparable: on a shared machine the same
-  update's time drifts by a third or more between windows, and so does this figure.
+  With `stream_gbs`, the yardstick that makes times from different windows comparable: on a
+  shared machine the same update's time drifts by a third or more between windows.
   """
   a = jax.numpy.ones((size, size), jax.numpy.float32)
-  matmul = jax.jit(lambda x: x @ x)
-  jax.block_until_ready(matmul(a))
-  return 2 * size**3 / median_time(lambda: matmul(a), repeats) / 1e9
+  return 2 * size**3 / _median_jitted_time(lambda x: x @ x, a, repeats) / 1e9
+
+
+def stream_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+  """This machine's memory bandwidth now: GB/s read + written by one jitted a * c + 1 over a
+  float32 array of `megabytes` (far beyond the caches)."""
+  a = jax.numpy.ones((megabytes * 2**20 // 4,), jax.numpy.float32)
+  return 2 * a.nbytes / _median_jitted_time(lambda x: x * 1.0001 + 1.0, a, repeats) / 1e9
+
+
+def _median_jitted_time(fn, x, repeats: int) -> float:
+  jitted = jax.jit(fn)
+  jax.block_until_ready(jitted(x))  # compile
+  return median_time(lambda: jitted(x), repeats)
 
 
 def cores_busy(fn) -> tuple:
