@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.compiled_stats import compiled_figures, compiled_flops
+from experiments.compiled_stats import compiled_cost, compiled_figures
 from experiments.model_parts import bulk_key, grad_function, model_parts
 from vonet_jax import optim, sharding, train_step, xla_cpu
 
@@ -47,7 +47,7 @@ def breakdown(config) -> dict:
   flops = {}
   for name, (module, args, kwargs) in model_parts(config).items():
     grad, variables = grad_function(module, args, kwargs, bulk_key(config, 1))
-    flops[name] = compiled_flops(grad.lower(variables).compile()) / 1e12
+    flops[name] = compiled_cost(grad.lower(variables).compile()) / 1e12
   return flops
 
 

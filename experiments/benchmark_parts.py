@@ -7,8 +7,8 @@ Runs each part of `experiments.model_parts` (backbone, U-Net with its input conv
 dVAE, decoder) alone at the shapes of one update of B segments x T frames: jitted gradient of the
 sum of its outputs w.r.t. its parameters, compile time excluded, median of `--repeats` runs,
 `block_until_ready`; dropout and Gumbel keys of the kind `--config.train.bulk_rng` says. Prints
-seconds, XLA's FLOPs and the achieved GFLOP/s per part, so that a slow update can be traced to the
-part (and kind of op) that is slow. The parts leave out the slot dynamics (GRU, posterior, prior,
+seconds, XLA's FLOPs and memory traffic ("bytes accessed") and the rates achieved per part, so
+that a slow update can be traced to the part (and kind of op) that is slow. The parts leave out the slot dynamics (GRU, posterior, prior,
 KL) and the losses, which are small.
 Expected wall time at MOVi-A B=4 on 2 CPU cores: about 3 minutes.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.compiled_stats import compiled_flops
+from experiments.compiled_stats import compiled_cost
 from experiments.model_parts import bulk_key, grad_function, model_parts
 from experiments.timing import median_time
 from vonet_jax import host_memory, xla_cpu
@@ -39,8 +39,10 @@ def time_part(config, module, args, kwargs, repeats: int) -> dict:
   compiled = grad.lower(variables).compile()
   jax.block_until_ready(compiled(variables))  # warm-up
   seconds = median_time(lambda: compiled(variables), repeats)
-  gflops = compiled_flops(compiled) / 1e9
-  return dict(seconds=seconds, gflops=gflops, gflops_per_s=gflops / seconds)
+  gflops = compiled_cost(compiled) / 1e9
+  gbytes = compiled_cost(compiled, "bytes accessed") / 1e9  # XLA's estimate of memory traffic
+  return dict(seconds=seconds, gflops=gflops, gflops_per_s=gflops / seconds, gbytes=gbytes,
+              gbytes_per_s=gbytes / seconds)
 
 
 def main(argv):
@@ -58,10 +60,11 @@ def main(argv):
     figures["parts"][name] = time_part(config, *parts[name], FLAGS.repeats)
     print(name, json.dumps(figures["parts"][name]), flush=True)
   total = sum(p["seconds"] for p in figures["parts"].values())
-  print("| part | s (fwd + bwd) | share | GFLOP | GFLOP/s |\n|---|---|---|---|---|")
+  print("| part | s (fwd + bwd) | share | GFLOP | GFLOP/s | GB accessed | GB/s |\n"
+        "|---|---|---|---|---|---|---|")
   for name, p in figures["parts"].items():
     print(f"| {name} | {p['seconds']:.2f} | {p['seconds'] / total:.0%} | {p['gflops']:.0f} | "
-          f"{p['gflops_per_s']:.0f} |")
+          f"{p['gflops_per_s']:.0f} | {p['gbytes']:.0f} | {p['gbytes_per_s']:.0f} |")
   if FLAGS.json_out:
     with open(FLAGS.json_out, "w") as f:
       json.dump(figures, f, indent=1)

@@ -63,7 +63,7 @@ def test_benchmark_parts_times_each_part(tmp_path):
   figures = json.loads(out_json.read_text())
   assert figures["frames"] == 3 and list(figures["parts"]) == ["unet", "decoder"]
   for part in figures["parts"].values():
-    assert part["seconds"] > 0 and part["gflops"] > 0
+    assert part["seconds"] > 0 and part["gflops"] > 0 and part["gbytes"] > 0
   assert "| unet |" in out and "| decoder |" in out
 
 
