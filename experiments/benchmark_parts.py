@@ -8,8 +8,8 @@ dVAE, decoder) alone at the shapes of one update of B segments x T frames: jitte
 sum of its outputs w.r.t. its parameters, compile time excluded, median of `--repeats` runs,
 `block_until_ready`; dropout and Gumbel keys of the kind `--config.train.bulk_rng` says. Prints
 seconds, XLA's FLOPs and memory traffic ("bytes accessed") and the rates achieved per part, so
-that a slow update can be traced to the part (and kind of op) that is slow. The parts leave out the slot dynamics (GRU, posterior, prior,
-KL) and the losses, which are small.
+that a slow update can be traced to the part (and kind of op) that is slow. The parts leave out
+the slot dynamics (GRU, posterior, prior, KL) and the losses, which are small.
 Expected wall time at MOVi-A B=4 on 2 CPU cores: about 3 minutes.
 """
 import json
