@@ -16,8 +16,8 @@ The same model code with every component on; what it changes against configs/mov
 - training: B=16 segments, 2000 iterations (B=8 until the sixth session: then one seed in three
   learned objects and whether it did followed the replay sampling; at B=16 the two seeds that
   failed learn; `--config.train.batch_size=8` reproduces the earlier runs, 23 min each);
-  replay: 8 workers, 2000 steps each, training from 400 stored frames; evaluation on the 50 validation videos every 250 iterations (and before
-  training, as the untrained reference);
+  replay: 8 workers, 2000 steps each, training from 400 stored frames; evaluation on the 50
+  validation videos every 250 iterations (and before training, as the untrained reference);
 - schedules: the learning-rate schedule is shortened by iterations/150k (warm-up 67, hold to
   1333, decay to 2000). The KL weight beta and the Gumbel temperature tau are *not* shortened:
   they follow the paper's schedules (beta 0 -> 20 over 50k iterations, tau 1 -> 0.1 over 10k), so
