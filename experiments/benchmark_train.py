@@ -12,8 +12,8 @@ as in the training loop, see `main`); the CPU seconds per wall second during the
 (`update_cores_busy`); and the machine's speed in the same window, float32 matmul GFLOP/s and
 memory bandwidth GB/s (`matmul_gflops`, `stream_gbs`: on a shared machine an update's time drifts
 between windows, and these say how fast the window was). --compile_only skips the timing (for
-configs too large to run here, e.g. MOVi-A at B=32). Expected wall time: the small config about a minute; MOVi-A
-at B=1/B=2 on a 2-core CPU several minutes (compilation dominates).
+configs too large to run here, e.g. MOVi-A at B=32). Expected wall time: the small config about a
+minute; MOVi-A at B=1/B=2 on a 2-core CPU several minutes (compilation dominates).
 """
 import json
 import resource

@@ -1,4 +1,4 @@
-"""Wall time of jitted computations, as every benchmark here measures it, and the machine's speed."""
+"""Wall time of jitted computations, as every benchmark here measures it; the machine's speed."""
 import time
 
 import jax
