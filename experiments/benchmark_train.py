@@ -87,9 +87,7 @@ def main(argv):
     # XLA:CPU frees an update's temporaries just *after* its outputs are ready, so an update
     # started at once after the previous one allocates its buffers before those are freed, in
     # fresh pages that the allocator then keeps (MOVi-A at B=4: 13.9 GB resident instead of 8.7).
-    for _ in range(2):  # warm-up: the first two updates also grow the heap (about 2x slower)
-      jax.block_until_ready(run_update())
-      time.sleep(_SETTLE_S)
+    median_time(run_update, 2, pause_s=_SETTLE_S)  # warm-up: these also grow the heap (2x slower)
     figures["matmul_gflops"] = matmul_gflops()  # the machine's speed in this window
     figures["stream_gbs"] = stream_gbs()
     figures["update_s"], busy = cores_busy(
