@@ -30,8 +30,7 @@ flags.DEFINE_integer("repeats", 5, "Timed runs per point (median reported).")
 def time_module(module, features, r, repeats):
   params = jax.jit(module.init)(jax.random.key(0), features, r)
   fn = jax.jit(module.apply)
-  jax.block_until_ready(fn(params, features, r))  # compile and warm up
-  return median_time(lambda: fn(params, features, r), repeats)
+  return median_time(lambda: fn(params, features, r), repeats, warmup=1)
 
 
 def main(argv):

@@ -37,8 +37,7 @@ def time_part(config, module, args, kwargs, repeats: int) -> dict:
   variables = jax.tree_util.tree_map(
       lambda s: np.random.default_rng(0).normal(0.0, 0.05, s.shape).astype(s.dtype), abstract)
   compiled = grad.lower(variables).compile()
-  jax.block_until_ready(compiled(variables))  # warm-up
-  seconds = median_time(lambda: compiled(variables), repeats)
+  seconds = median_time(lambda: compiled(variables), repeats, warmup=1)
   gflops = compiled_cost(compiled) / 1e9
   gbytes = compiled_cost(compiled, "bytes accessed") / 1e9  # XLA's estimate of memory traffic
   return dict(seconds=seconds, gflops=gflops, gflops_per_s=gflops / seconds, gbytes=gbytes,

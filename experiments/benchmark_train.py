@@ -90,9 +90,9 @@ def main(argv):
     median_time(run_update, 2, pause_s=_SETTLE_S)  # warm-up: these also grow the heap (2x slower)
     figures["matmul_gflops"] = matmul_gflops()  # the machine's speed in this window
     figures["stream_gbs"] = stream_gbs()
-    figures["update_s"], busy = cores_busy(
-        lambda: median_time(run_update, FLAGS.repeats, pause_s=_SETTLE_S))
-    figures["update_cores_busy"] = busy * (1 + _SETTLE_S / figures["update_s"])  # pauses idle
+    figures["update_s"], figures["update_cores_busy"] = cores_busy(
+        lambda: median_time(run_update, FLAGS.repeats, pause_s=_SETTLE_S),
+        idle_s=FLAGS.repeats * _SETTLE_S)
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     r, m = config.replay, config.model
     res = config.data.resolution
@@ -103,8 +103,7 @@ def main(argv):
         np.zeros((r.num_workers, r.frames_per_iteration), bool)))
     variables = dict(params=holder[0].params, batch_stats=holder[0].batch_stats)
     run_collect = lambda: collect(variables, *inputs, jax.random.key(0))
-    run_collect()
-    figures["collect_s"] = median_time(run_collect, FLAGS.repeats)
+    figures["collect_s"] = median_time(run_collect, FLAGS.repeats, warmup=1)
     buffer = replay.ReplayBuffer(r.num_workers, 64, (res, res, 3), (m.num_slots, m.slot_size),
                                  config.train.segment_length)
     for _ in range(32):

@@ -5,12 +5,14 @@ import jax
 import numpy as np
 
 
-def median_time(fn, repeats: int, pause_s: float = 0.0) -> float:
+def median_time(fn, repeats: int, pause_s: float = 0.0, warmup: int = 0) -> float:
   """Median seconds of `repeats` calls of fn() (outputs waited for with block_until_ready).
 
-  Warm up (compile) before calling it: every call is timed. `pause_s`: seconds to wait after
-  each call, untimed.
+  `warmup`: calls before those, untimed (the first one compiles a jitted fn). `pause_s`: seconds
+  to wait after each call, untimed.
   """
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -27,24 +29,21 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
   shared machine the same update's time drifts by a third or more between windows.
   """
   a = jax.numpy.ones((size, size), jax.numpy.float32)
-  return 2 * size**3 / _median_jitted_time(lambda x: x @ x, a, repeats) / 1e9
+  matmul = jax.jit(lambda x: x @ x)
+  return 2 * size**3 / median_time(lambda: matmul(a), repeats, warmup=1) / 1e9
 
 
 def stream_gbs(megabytes: int = 512, repeats: int = 5) -> float:
   """This machine's memory bandwidth now: GB/s read + written by one jitted a * c + 1 over a
   float32 array of `megabytes` (far beyond the caches)."""
   a = jax.numpy.ones((megabytes * 2**20 // 4,), jax.numpy.float32)
-  return 2 * a.nbytes / _median_jitted_time(lambda x: x * 1.0001 + 1.0, a, repeats) / 1e9
+  scale = jax.jit(lambda x: x * 1.0001 + 1.0)
+  return 2 * a.nbytes / median_time(lambda: scale(a), repeats, warmup=1) / 1e9
 
 
-def _median_jitted_time(fn, x, repeats: int) -> float:
-  jitted = jax.jit(fn)
-  jax.block_until_ready(jitted(x))  # compile
-  return median_time(lambda: jitted(x), repeats)
-
-
-def cores_busy(fn) -> tuple:
-  """(fn's result, CPU seconds of this process's threads per wall second while fn ran)."""
+def cores_busy(fn, idle_s: float = 0.0) -> tuple:
+  """(fn's result, CPU seconds of this process's threads per wall second while fn ran, not
+  counting `idle_s` seconds it knowingly slept)."""
   cpu, wall = time.process_time(), time.perf_counter()
   result = fn()
-  return result, (time.process_time() - cpu) / (time.perf_counter() - wall)
+  return result, (time.process_time() - cpu) / (time.perf_counter() - wall - idle_s)
