@@ -6,7 +6,8 @@ VONet's parallel attention (one U-Net call on K maps plus the mask transformer) 
 recurrent attention (K - 1 U-Net calls in a lax.scan) over the same U-Net, MOVi-A sizes, for
 K = 1, 2, 4, 8, 11, 16, 24, 32. Each is jitted; compilation is excluded; the figure is the
 median of --repeats runs with block_until_ready. Writes timing.csv and timing.png. The feature
-map [1, 64, 64, 128] is the input (the backbone is the same for both and not timed).
+map [1, 64, 64, 128] is the input (the backbone is the same for both and not timed); `--config`
+takes another config's model and frame size (the tests use configs/tiny.py).
 Expected wall time on a 2-core CPU: about 10 minutes (mostly compilation); runs unchanged on GPU.
 """
 import csv
@@ -15,13 +16,14 @@ import os
 import jax
 import ml_collections
 from absl import app, flags
+from ml_collections import config_flags
 
-from configs import movi_a
 from experiments.timing import median_time
 from vonet_jax import xla_cpu
 from vonet_jax.models.attention import ParallelAttention, RecurrentAttention
 
 FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/movi_a.py", "Config file.", lock_config=True)
 flags.DEFINE_string("out_dir", "experiments/results/attention_timing", "Output folder.")
 flags.DEFINE_list("slots", ["1", "2", "4", "8", "11", "16", "24", "32"], "Values of K.")
 flags.DEFINE_integer("repeats", 5, "Timed runs per point (median reported).")
@@ -37,8 +39,9 @@ def main(argv):
   del argv
   xla_cpu.prefer_eigen_convolutions()  # as vonet_jax.main does
   os.makedirs(FLAGS.out_dir, exist_ok=True)
-  cfg = ml_collections.FrozenConfigDict(movi_a.get_config().model)
-  features = jax.random.normal(jax.random.key(1), (1, 64, 64, cfg.feature_size))
+  cfg = ml_collections.FrozenConfigDict(FLAGS.config.model)
+  side = cfg.resolution // 2  # the backbone's first block has stride 2
+  features = jax.random.normal(jax.random.key(1), (1, side, side, cfg.feature_size))
   rows = []
   for k in map(int, FLAGS.slots):
     r = jax.random.normal(jax.random.key(2), (1, k, cfg.slot_size))
@@ -63,7 +66,8 @@ def main(argv):
   ax.plot(ks, [row["monet_recurrent_s"] * 1e3 for row in rows], "s-", label="MONet (recurrent)")
   ax.set_xlabel("slots K")
   ax.set_ylabel("ms per frame")
-  ax.set_title(f"Attention masks of one 128x128 frame ({device})", fontsize=8)
+  ax.set_title(f"Attention masks of one {cfg.resolution}x{cfg.resolution} frame ({device})",
+               fontsize=8)
   ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(FLAGS.out_dir, "timing.png"))

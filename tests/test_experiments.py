@@ -1,4 +1,5 @@
 """The paper-table scripts aggregate existing workdirs (no training) into the right tables."""
+import csv
 import json
 import os
 import pathlib
@@ -65,6 +66,17 @@ def test_benchmark_parts_times_each_part(tmp_path):
   for part in figures["parts"].values():
     assert part["seconds"] > 0 and part["gflops"] > 0 and part["gbytes"] > 0
   assert "| unet |" in out and "| decoder |" in out
+
+
+def test_attention_timing_times_both_attentions_per_slot_count(tmp_path):
+  out = run_module("experiments.attention_timing", "--config=configs/tiny.py", "--slots=1,3",
+                   "--repeats=1", f"--out_dir={tmp_path}")
+  with open(tmp_path / "timing.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(row["slots"]) for row in rows] == [1, 3]
+  for row in rows:
+    assert float(row["vonet_parallel_s"]) > 0 and float(row["monet_recurrent_s"]) > 0
+  assert (tmp_path / "timing.png").stat().st_size > 0 and "K=  3" in out
 
 
 def test_benchmark_train_times_an_update_and_reports_peak_memory(tmp_path):
