@@ -69,3 +69,23 @@ def seed_mean_std(values) -> str:
   import numpy as np
   values = np.asarray(values, np.float64) * 100
   return f"{values.mean():.1f} ± {values.std():.1f}" if values.size else "–"
+
+
+def paper_table(results: dict, runs: Sequence[Run], paper: dict, scores: str = "FG-ARI / mIoU"):
+  """Markdown lines of our scores beside the paper's, one row per dataset of `runs`, and the
+  per-dataset scores ({dataset: seed_scores(...)}).
+
+  paper: {dataset: (FG-ARI, mIoU)} as printed ('–' where the paper has no number).
+  scores: the label of the two columns, e.g. "image FG-ARI / image mIoU".
+  """
+  ari_label, iou_label = scores.split(" / ")
+  lines = [f"| dataset | {ari_label} (ours) | {ari_label} (paper) | {iou_label} (ours) | "
+           f"{iou_label} (paper) | seeds |", "|---|---|---|---|---|---|"]
+  table = {}
+  for d in dict.fromkeys(run.dataset for run in runs):  # in order, once each
+    table[d] = seed_scores(results, [run.name for run in runs if run.dataset == d])
+    ari, iou = table[d]["fg_ari"], table[d]["miou"]
+    paper_ari, paper_iou = paper.get(d, ("–", "–"))
+    lines.append(f"| {d} | {seed_mean_std(ari)} | {paper_ari} | {seed_mean_std(iou)} | "
+                 f"{paper_iou} | {len(ari)} |")
+  return lines, table

@@ -36,15 +36,7 @@ def main(argv):
   results = launcher.run_all(runs, FLAGS.root, FLAGS.data_dir, FLAGS.extra, FLAGS.dry_run)
   if FLAGS.dry_run:
     return
-  lines = ["| dataset | image FG-ARI (ours) | (paper) | image mIoU (ours) | (paper) |",
-           "|---|---|---|---|---|"]
-  table = {}
-  for d in FLAGS.datasets:
-    table[d] = launcher.seed_scores(results, [r.name for r in runs if r.dataset == d])
-    ari, iou = table[d]["fg_ari"], table[d]["miou"]
-    paper = PAPER.get(d, ("–", "–"))
-    lines.append(f"| {d} | {launcher.seed_mean_std(ari)} | {paper[0]} | "
-                 f"{launcher.seed_mean_std(iou)} | {paper[1]} |")
+  lines, table = launcher.paper_table(results, runs, PAPER, "image FG-ARI / image mIoU")
   print("\n".join(lines))
   pathlib.Path(FLAGS.root, "table2.json").write_text(json.dumps(table, indent=1))
 

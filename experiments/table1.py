@@ -38,14 +38,7 @@ def main(argv):
   results = launcher.run_all(runs, FLAGS.root, FLAGS.data_dir, FLAGS.extra, FLAGS.dry_run)
   if FLAGS.dry_run:
     return
-  lines = ["| dataset | FG-ARI (ours) | FG-ARI (paper) | mIoU (ours) | mIoU (paper) | seeds |",
-           "|---|---|---|---|---|---|"]
-  table = {}
-  for d in FLAGS.datasets:
-    table[d] = launcher.seed_scores(results, [r.name for r in runs if r.dataset == d])
-    ari, iou = table[d]["fg_ari"], table[d]["miou"]
-    lines.append(f"| {d} | {launcher.seed_mean_std(ari)} | {PAPER[d][0]} | "
-                 f"{launcher.seed_mean_std(iou)} | {PAPER[d][1]} | {len(ari)} |")
+  lines, table = launcher.paper_table(results, runs, PAPER)
   print("\n".join(lines))
   pathlib.Path(FLAGS.root, "table1.json").write_text(json.dumps(table, indent=1))
 

@@ -29,6 +29,14 @@ def test_table1_aggregates_seeds_beside_the_paper(tmp_path):
   assert json.loads((tmp_path / "table1.json").read_text())["movi_a"]["fg_ari"] == [0.8, 0.9]
 
 
+def test_single_frame_aggregates_image_scores_beside_the_paper(tmp_path):
+  fake_run(tmp_path, "movi_c_single_seed0", 0.5, 0.4)
+  out = run_module("experiments.single_frame", f"--root={tmp_path}", "--datasets=movi_c")
+  assert "| dataset | image FG-ARI (ours) | image FG-ARI (paper) |" in out
+  assert "| movi_c | 50.0 ± 0.0 | 47.0 | 40.0 ± 0.0 | 36.2 | 1 |" in out
+  assert json.loads((tmp_path / "table2.json").read_text())["movi_c"]["miou"] == [0.4]
+
+
 def test_ablations_aggregate_and_plot(tmp_path):
   fake_run(tmp_path, "movi_a_full_seed0", 0.9, 0.6)
   fake_run(tmp_path, "movi_a_wo_unet_seed0", 0.4, 0.3)
