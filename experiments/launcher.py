@@ -71,14 +71,14 @@ def seed_mean_std(values) -> str:
   return f"{values.mean():.1f} ± {values.std():.1f}" if values.size else "–"
 
 
-def paper_table(results: dict, runs: Sequence[Run], paper: dict, scores: str = "FG-ARI / mIoU"):
+def paper_table(results: dict, runs: Sequence[Run], paper: dict, labels=("FG-ARI", "mIoU")):
   """Markdown lines of our scores beside the paper's, one row per dataset of `runs`, and the
   per-dataset scores ({dataset: seed_scores(...)}).
 
   paper: {dataset: (FG-ARI, mIoU)} as printed ('–' where the paper has no number).
-  scores: the label of the two columns, e.g. "image FG-ARI / image mIoU".
+  labels: the names of the two scores, e.g. ("image FG-ARI", "image mIoU").
   """
-  ari_label, iou_label = scores.split(" / ")
+  ari_label, iou_label = labels
   lines = [f"| dataset | {ari_label} (ours) | {ari_label} (paper) | {iou_label} (ours) | "
            f"{iou_label} (paper) | seeds |", "|---|---|---|---|---|---|"]
   table = {}

@@ -36,7 +36,7 @@ def main(argv):
   results = launcher.run_all(runs, FLAGS.root, FLAGS.data_dir, FLAGS.extra, FLAGS.dry_run)
   if FLAGS.dry_run:
     return
-  lines, table = launcher.paper_table(results, runs, PAPER, "image FG-ARI / image mIoU")
+  lines, table = launcher.paper_table(results, runs, PAPER, ("image FG-ARI", "image mIoU"))
   print("\n".join(lines))
   pathlib.Path(FLAGS.root, "table2.json").write_text(json.dumps(table, indent=1))
 
