@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.timing import median_time
-from vonet_jax import xla_cpu
+from vonet_jax import process_setup
 from vonet_jax.models.attention import ParallelAttention, RecurrentAttention
 
 FLAGS = flags.FLAGS
@@ -37,7 +37,7 @@ def time_module(module, features, r, repeats):
 
 def main(argv):
   del argv
-  xla_cpu.prefer_eigen_convolutions()  # as vonet_jax.main does
+  process_setup.prepare()  # as vonet_jax.main does
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   cfg = ml_collections.FrozenConfigDict(FLAGS.config.model)
   side = cfg.resolution // 2  # the backbone's first block has stride 2

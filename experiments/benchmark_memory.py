@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_cost, compiled_figures
 from experiments.model_parts import bulk_key, grad_function, model_parts
-from vonet_jax import optim, sharding, train_step, xla_cpu
+from vonet_jax import optim, process_setup, sharding, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/movi_a.py", "Config file.", lock_config=True)
@@ -53,7 +53,7 @@ def breakdown(config) -> dict:
 
 def main(argv):
   del argv
-  xla_cpu.prefer_eigen_convolutions()  # as vonet_jax.main does
+  process_setup.prepare()  # as vonet_jax.main does
   figures = dict(config=FLAGS.config.data.name, batch_size=FLAGS.config.train.batch_size,
                  device=str(jax.devices()[0].device_kind), variants={})
   for variant in FLAGS.variants:

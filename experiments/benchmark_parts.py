@@ -16,13 +16,13 @@ import json
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_cost
 from experiments.model_parts import bulk_key, grad_function, model_parts
 from experiments.timing import median_time
-from vonet_jax import host_memory, xla_cpu
+from vonet_jax import process_setup
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/movi_a.py", "Config file.", lock_config=True)
@@ -46,8 +46,6 @@ def time_part(config, module, args, kwargs, repeats: int) -> dict:
 
 def main(argv):
   del argv
-  host_memory.retain_freed_memory()  # as vonet_jax.main does
-  xla_cpu.prefer_eigen_convolutions()
   config = FLAGS.config.copy_and_resolve_references()
   config.train.batch_size = FLAGS.batch_size
   parts = model_parts(config)
@@ -70,5 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  host_memory.run_under_jemalloc()  # restarts this program under jemalloc where installed
-  app.run(main)
+  process_setup.run(main)  # as vonet_jax.main: jemalloc, Eigen convolutions

@@ -21,12 +21,12 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
 from experiments.timing import cores_busy, matmul_gflops, median_time, stream_gbs
-from vonet_jax import host_memory, optim, replay, sharding, train_step, xla_cpu
+from vonet_jax import host_memory, optim, process_setup, replay, sharding, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -48,8 +48,6 @@ def random_batch(config, batch_size, rng):
 
 def main(argv):
   del argv
-  host_memory.retain_freed_memory()  # as vonet_jax.main does
-  xla_cpu.prefer_eigen_convolutions()
   config = FLAGS.config
   mesh = sharding.make_mesh()
   optimizer = optim.make_optimizer(config)
@@ -118,5 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  host_memory.run_under_jemalloc()  # restarts this program under jemalloc where installed
-  app.run(main)
+  process_setup.run(main)  # as vonet_jax.main: jemalloc, Eigen convolutions

@@ -8,7 +8,7 @@ environment (JAX_COORDINATOR_ADDRESS, ...), jax.distributed.initialize() is call
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -42,9 +42,6 @@ def _initialize_distributed():
 
 def main(argv):
   del argv
-  from vonet_jax import host_memory, xla_cpu
-  host_memory.retain_freed_memory()  # before any library starts threads
-  xla_cpu.prefer_eigen_convolutions()  # before jax's first computation
   _quiet_libraries()
   # TensorFlow (imported by TFDS and CLU) must not grab GPU memory that JAX needs.
   import tensorflow as tf
@@ -73,6 +70,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from vonet_jax import host_memory
-  host_memory.run_under_jemalloc()  # restarts this program under jemalloc where installed
-  app.run(main)
+  from vonet_jax import process_setup
+  process_setup.run(main)  # jemalloc, freed memory kept, Eigen convolutions; then main
