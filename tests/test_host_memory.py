@@ -1,12 +1,12 @@
 """Tests of vonet_jax.host_memory: freed large buffers are reused without new page faults, and
 programs restart under jemalloc where it is installed."""
 import ctypes.util
-import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.host_env import JEMALLOC_INSTALLED, clean_env
 from vonet_jax import host_memory
 
 _PROBE = """
@@ -49,6 +49,7 @@ def test_freed_buffers_are_reused_without_page_faults():
 
 _RESTART_PROBE = """
 import os, sys
+from tests.host_env import JEMALLOC_INSTALLED, clean_env
 from vonet_jax import host_memory
 print("before", os.getpid(), flush=True)
 host_memory.run_under_jemalloc()
@@ -57,15 +58,11 @@ print("after", os.getpid(), host_memory.preloaded_allocator(), os.environ.get("M
 
 
 def _restart_probe(**env):
-  full_env = {k: v for k, v in os.environ.items()
-              if k not in ("LD_PRELOAD", "MALLOC_CONF", "VONET_JEMALLOC", host_memory._RESTARTED)}
-  full_env.update(env)
   return subprocess.run([sys.executable, "-c", _RESTART_PROBE], capture_output=True, text=True,
-                        check=True, env=full_env).stdout.split("\n")
+                        check=True, env=clean_env(**env)).stdout.split("\n")
 
 
-@pytest.mark.skipif(ctypes.util.find_library("jemalloc") is None or
-                    not sys.platform.startswith("linux"), reason="jemalloc not installed")
+@pytest.mark.skipif(not JEMALLOC_INSTALLED, reason="jemalloc not installed")
 def test_run_under_jemalloc_restarts_once_with_jemalloc_preloaded():
   lines = _restart_probe()
   # The restarted program runs from the start again: "before" twice, same pid, one "after".
@@ -82,6 +79,7 @@ def test_run_under_jemalloc_can_be_turned_off():
 
 _RELEASE_PROBE = """
 import ctypes, sys
+from tests.host_env import JEMALLOC_INSTALLED, clean_env
 from vonet_jax import host_memory
 host_memory.retain_freed_memory()  # glibc: keep freed memory; a no-op under jemalloc
 process = ctypes.CDLL(None)  # the process's malloc: jemalloc's where preloaded
@@ -105,8 +103,7 @@ print(host_memory.preloaded_allocator(), released, kept - resident())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, glibc or jemalloc")
 @pytest.mark.parametrize("allocator", ["glibc", "jemalloc"])
 def test_release_freed_memory_returns_a_freed_buffer_to_the_os(allocator):
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("LD_PRELOAD", "MALLOC_CONF", "VONET_JEMALLOC", host_memory._RESTARTED)}
+  env = clean_env()
   if allocator == "jemalloc":
     library = ctypes.util.find_library("jemalloc")
     if library is None:

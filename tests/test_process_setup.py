@@ -1,11 +1,10 @@
 """Tests of vonet_jax.process_setup: an entry point's main runs once, under jemalloc where
 installed, with the Eigen-convolution flag set before jax computes."""
-import ctypes.util
-import os
 import subprocess
 import sys
 
-from vonet_jax import host_memory, xla_cpu
+from tests.host_env import JEMALLOC_INSTALLED, clean_env
+from vonet_jax import xla_cpu
 
 _PROGRAM = """
 import os, sys
@@ -18,19 +17,14 @@ if __name__ == "__main__":
 
 
 def _run(**env):
-  full_env = {k: v for k, v in os.environ.items()
-              if k not in ("LD_PRELOAD", "MALLOC_CONF", "VONET_JEMALLOC", "XLA_FLAGS",
-                           host_memory._RESTARTED)}
-  full_env.update(env)
   out = subprocess.run([sys.executable, "-c", _PROGRAM, "positional"], capture_output=True,
-                       text=True, check=True, env=full_env).stdout
+                       text=True, check=True, env=clean_env("XLA_FLAGS", **env)).stdout
   return [line for line in out.split("\n") if line.startswith("main")]
 
 
 def test_run_prepares_the_process_then_calls_main_once():
   (line,) = _run()
-  jemalloc = ctypes.util.find_library("jemalloc") is not None and sys.platform.startswith("linux")
-  assert line.startswith("main ['positional'] " + ("jemalloc" if jemalloc else "None"))
+  assert line.startswith("main ['positional'] " + ("jemalloc" if JEMALLOC_INSTALLED else "None"))
   assert f"{xla_cpu.FLAG}={xla_cpu.VALUE}" in line
 
 
