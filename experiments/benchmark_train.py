@@ -5,7 +5,8 @@
 Prints (for any config): parameter count; compiled FLOPs (`cost_analysis`) and memory
 (`memory_analysis`) of the train step; median wall time per update, per collection iteration
 (all workers x frames_per_iteration frames, one jitted call) and per replay sample, over
---repeats runs after warm-up (two updates; compile excluded); the process's peak resident host
+--repeats runs after warm-up (two updates; compile excluded; each update's own time too,
+`update_runs_s`); the process's peak resident host
 memory after compiling and timing the update (`peak_rss_gb`, getrusage's ru_maxrss: the figure
 `/usr/bin/time -v` reports, compilation included; each update is let finish before the next,
 as in the training loop, see `main`); the CPU seconds per wall second during the timed updates
@@ -25,7 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
-from experiments.timing import cores_busy, matmul_gflops, median_time, stream_gbs
+from experiments.timing import cores_busy, matmul_gflops, median_time, run_times, stream_gbs
 from vonet_jax import host_memory, optim, process_setup, replay, sharding, train_step
 
 FLAGS = flags.FLAGS
@@ -88,9 +89,11 @@ def main(argv):
     median_time(run_update, 2, pause_s=_SETTLE_S)  # warm-up: these also grow the heap (2x slower)
     figures["matmul_gflops"] = matmul_gflops()  # the machine's speed in this window
     figures["stream_gbs"] = stream_gbs()
-    figures["update_s"], figures["update_cores_busy"] = cores_busy(
-        lambda: median_time(run_update, FLAGS.repeats, pause_s=_SETTLE_S),
+    update_runs, figures["update_cores_busy"] = cores_busy(
+        lambda: run_times(run_update, FLAGS.repeats, pause_s=_SETTLE_S),
         idle_s=FLAGS.repeats * _SETTLE_S)
+    figures["update_s"] = float(np.median(update_runs))
+    figures["update_runs_s"] = [round(t, 3) for t in update_runs]  # the spread within this window
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     r, m = config.replay, config.model
     res = config.data.resolution

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 
 
-def median_time(fn, repeats: int, pause_s: float = 0.0, warmup: int = 0) -> float:
-  """Median seconds of `repeats` calls of fn() (outputs waited for with block_until_ready).
+def run_times(fn, repeats: int, pause_s: float = 0.0, warmup: int = 0) -> list:
+  """Seconds of each of `repeats` calls of fn() (outputs waited for with block_until_ready).
 
   `warmup`: calls before those, untimed (the first one compiles a jitted fn). `pause_s`: seconds
   to wait after each call, untimed.
@@ -19,7 +19,12 @@ def median_time(fn, repeats: int, pause_s: float = 0.0, warmup: int = 0) -> floa
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
     time.sleep(pause_s)
-  return float(np.median(times))
+  return times
+
+
+def median_time(fn, repeats: int, pause_s: float = 0.0, warmup: int = 0) -> float:
+  """Median of `run_times(fn, repeats, pause_s, warmup)`."""
+  return float(np.median(run_times(fn, repeats, pause_s, warmup)))
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:

@@ -94,6 +94,7 @@ def test_benchmark_train_times_an_update_and_reports_peak_memory(tmp_path):
                  capture_output=True, env=dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1"))
   figures = json.loads(out_json.read_text())
   assert figures["update_s"] > 0 and figures["collect_s"] > 0 and figures["sample_s"] > 0
+  assert len(figures["update_runs_s"]) == 1 and figures["update_runs_s"][0] > 0
   assert figures["memory_gb"]["total"] > 0
   assert 0.1 < figures["peak_rss_gb"] < 64  # a whole jax process, well under the machine
   assert figures["matmul_gflops"] > 0.1 and figures["stream_gbs"] > 0.1  # the window's speed

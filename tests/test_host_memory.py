@@ -68,13 +68,50 @@ def test_run_under_jemalloc_restarts_once_with_jemalloc_preloaded():
   # The restarted program runs from the start again: "before" twice, same pid, one "after".
   assert [line.split()[0] for line in lines if line] == ["before", "before", "after"]
   pid = lines[0].split()[1]
-  assert lines[2].split() == ["after", pid, "jemalloc", "dirty_decay_ms:-1,muzzy_decay_ms:-1"]
+  assert lines[2].split() == ["after", pid, "jemalloc", host_memory._JEMALLOC_CONF]
 
 
 def test_run_under_jemalloc_can_be_turned_off():
   lines = [line for line in _restart_probe(VONET_JEMALLOC="0") if line]
   assert [line.split()[0] for line in lines] == ["before", "after"]
   assert lines[1].split()[2] == "None"
+
+
+_HUGE_PAGES_PROBE = """
+import ctypes
+
+def anon_huge_kib():
+  with open("/proc/self/smaps_rollup") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+SIZE = 256 * 2**20
+before = anon_huge_kib()
+ctypes.memset(libc.malloc(SIZE), 1, SIZE)
+print((anon_huge_kib() - before) * 1024 // SIZE * 100)  # % of the buffer on huge pages
+"""
+
+
+def _thp_mode():
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+      return f.read().split("[")[1].split("]")[0]
+  except (OSError, IndexError):
+    return None
+
+
+@pytest.mark.skipif(not JEMALLOC_INSTALLED or _thp_mode() in (None, "never"),
+                    reason="jemalloc or transparent huge pages unavailable")
+def test_jemalloc_settings_back_large_buffers_with_huge_pages():
+  def huge_share(conf):
+    env = clean_env(LD_PRELOAD=ctypes.util.find_library("jemalloc"), MALLOC_CONF=conf)
+    return int(subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], capture_output=True,
+                              text=True, check=True, env=env).stdout)
+
+  assert huge_share(host_memory._JEMALLOC_CONF) >= 90
+  if _thp_mode() == "madvise":  # without thp:always only what asks for huge pages gets them
+    assert huge_share("dirty_decay_ms:-1,muzzy_decay_ms:-1") <= 10
 
 
 _RELEASE_PROBE = """
