@@ -68,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  process_setup.run(main)  # as vonet_jax.main: jemalloc, Eigen convolutions
+  process_setup.run(main)  # as vonet_jax.main: jemalloc, Eigen convolutions and dots

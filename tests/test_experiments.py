@@ -101,6 +101,21 @@ def test_benchmark_train_times_an_update_and_reports_peak_memory(tmp_path):
   assert 0 < figures["update_cores_busy"] <= os.cpu_count() + 0.5
 
 
+def test_compare_xla_options_alternates_variants_whose_options_take_effect(tmp_path):
+  out_json = tmp_path / "compare.json"
+  subprocess.run([sys.executable, "-m", "experiments.compare_xla_options",
+                  "--config=configs/tiny.py", "--rounds=2", f"--json_out={out_json}",
+                  "--options=xla_cpu_experimental_ynn_fusion_type=dot,reduce"], cwd=ROOT,
+                 check=True, capture_output=True,
+                 env=dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1"))
+  variants = json.loads(out_json.read_text())["variants"]
+  baseline = variants["baseline"]
+  ynn_dots = variants["xla_cpu_experimental_ynn_fusion_type=dot,reduce"]
+  assert len(baseline["runs_s"]) == len(ynn_dots["runs_s"]) == 2 and baseline["median_s"] > 0
+  # The baseline leaves dots to Eigen (`vonet_jax.xla_cpu`); the variant gives them to YNNPACK.
+  assert ynn_dots["library_fusions"] > baseline["library_fusions"]
+
+
 @needs_sample
 def test_dvae_codebook_trains_the_dvae_and_counts_its_words(tmp_path):
   out_json = tmp_path / "codebook.json"

@@ -1,5 +1,5 @@
 """Tests of vonet_jax.process_setup: an entry point's main runs once, under jemalloc where
-installed, with the Eigen-convolution flag set before jax computes."""
+installed, with the Eigen-kernel flag set before jax computes."""
 import subprocess
 import sys
 

@@ -6,13 +6,13 @@ import sys
 _PROBE = """
 import sys
 from vonet_jax import xla_cpu
-added = xla_cpu.prefer_eigen_convolutions() if sys.argv[1] == "prefer" else False
+added = xla_cpu.prefer_eigen_kernels() if sys.argv[1] == "prefer" else False
 import jax, jax.numpy as jnp
 conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
 hlo = jax.jit(conv).lower(  # big enough for YNNPACK
     jnp.ones((2, 64, 64, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
-late = xla_cpu.prefer_eigen_convolutions()  # backends started: must not claim to act
+late = xla_cpu.prefer_eigen_kernels()  # backends started: must not claim to act
 print(added, late, "__ynn_fusion" in hlo)
 """
 

@@ -71,4 +71,4 @@ def main(argv):
 
 if __name__ == "__main__":
   from vonet_jax import process_setup
-  process_setup.run(main)  # jemalloc, freed memory kept, Eigen convolutions; then main
+  process_setup.run(main)  # jemalloc, freed memory kept, Eigen convs and dots; then main
