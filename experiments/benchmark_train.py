@@ -19,6 +19,7 @@ minute; MOVi-A at B=1/B=2 on a 2-core CPU several minutes (compilation dominates
 import json
 import resource
 import time
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -47,26 +48,48 @@ def random_batch(config, batch_size, rng):
               frame_index=index, first=index == 0)
 
 
-def main(argv):
-  del argv
-  config = FLAGS.config
+class UpdateSetup(NamedTuple):
+  """The train step lowered at a config's shapes, and what it runs on."""
+  mesh: Any
+  lowered: Any  # jax.stages.Lowered of train_step.make_train_step
+  abstract_state: Any
+  batch: dict  # a random batch (`random_batch`)
+  iteration: Any
+  init_state: Callable[[], Any]  # () -> the replicated initial state
+
+
+def lower_update(config) -> UpdateSetup:
+  """The update lowered for the replicated state it will run on, so that calls run the executable
+  compiled from it (an abstract state without the sharding made the first call compile the step
+  a second time)."""
   mesh = sharding.make_mesh()
   optimizer = optim.make_optimizer(config)
-  # Lowered for the replicated state it will run on, so the timed calls run this executable (an
-  # abstract state without the sharding made the first call compile the step a second time).
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
       jax.eval_shape(lambda: train_step.init_train_state(config, jax.random.key(0), optimizer)))
-  rng = np.random.default_rng(0)
-  b = config.train.batch_size
-  batch = sharding.global_batch(mesh, random_batch(config, b, rng))
+  batch = sharding.global_batch(
+      mesh, random_batch(config, config.train.batch_size, np.random.default_rng(0)))
   iteration = sharding.replicate(mesh, np.int32(10))
-  update = train_step.make_train_step(config, optimizer, mesh)
-  start = time.perf_counter()
-  compiled = update.lower(abstract_state, batch, iteration).compile()
+  lowered = train_step.make_train_step(config, optimizer, mesh).lower(abstract_state, batch,
+                                                                     iteration)
+  init_state = lambda: sharding.replicate(
+      mesh, train_step.init_train_state(config, jax.random.key(0), optimizer))
+  return UpdateSetup(mesh, lowered, abstract_state, batch, iteration, init_state)
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  start = time.perf_counter()  # compile_s: tracing and compiling
+  setup = lower_update(config)
+  compiled = setup.lowered.compile()
   compile_s = time.perf_counter() - start
   host_memory.release_freed_memory()  # as the training loop does after compiling its update
+  mesh, abstract_state, batch, iteration = (setup.mesh, setup.abstract_state, setup.batch,
+                                            setup.iteration)
+  rng = np.random.default_rng(1)
+  b = config.train.batch_size
   figures = dict(
       config=config.data.name, batch_size=b, devices=jax.device_count(),
       device=str(jax.devices()[0].device_kind),
@@ -74,9 +97,7 @@ def main(argv):
       params=int(sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))),
       compile_s=compile_s, **compiled_figures(compiled))
   if not FLAGS.compile_only:
-    state = sharding.replicate(mesh, train_step.init_train_state(config, jax.random.key(0),
-                                                                 optimizer))
-    holder = [state]
+    holder = [setup.init_state()]
 
     def run_update():
       holder[0], metrics = compiled(holder[0], batch, iteration)

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments.benchmark_train import FLAGS, random_batch
-from vonet_jax import host_memory, optim, process_setup, sharding, train_step
+from experiments.benchmark_train import FLAGS, lower_update
+from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_multi_string("options", [], "A variant's compile options, `name=value;...`.")
 flags.DEFINE_integer("rounds", 8, "Timed rounds (each runs every variant once).")
@@ -48,26 +48,14 @@ def parse_options(text: str) -> dict:
 
 def main(argv):
   del argv
-  config = FLAGS.config
-  mesh = sharding.make_mesh()
-  optimizer = optim.make_optimizer(config)
-  replicated = sharding.replicated(mesh)
-  abstract_state = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      jax.eval_shape(lambda: train_step.init_train_state(config, jax.random.key(0), optimizer)))
-  batch = sharding.global_batch(
-      mesh, random_batch(config, config.train.batch_size, np.random.default_rng(0)))
-  iteration = sharding.replicate(mesh, np.int32(10))
-  lowered = train_step.make_train_step(config, optimizer, mesh).lower(abstract_state, batch,
-                                                                     iteration)
+  setup = lower_update(FLAGS.config)
   variants = {"baseline": {}} | {text: parse_options(text) for text in FLAGS.options}
-  compiled = {name: lowered.compile(compiler_options=opts) for name, opts in variants.items()}
+  compiled = {name: setup.lowered.compile(compiler_options=opts) for name, opts in variants.items()}
   # Library (YNNPACK) fusions in each executable: shows that a variant's options took effect.
   fusions = {name: c.as_text().count("kind=kCustom") for name, c in compiled.items()}
   print("library fusions per variant:", fusions, flush=True)
   host_memory.release_freed_memory()
-  state = sharding.replicate(mesh, train_step.init_train_state(config, jax.random.key(0),
-                                                               optimizer))
+  state, batch, iteration = setup.init_state(), setup.batch, setup.iteration
   times = {name: [] for name in compiled}
   for round_ in range(FLAGS.rounds + 1):  # round 0 warms up every variant, untimed
     order = list(compiled) if round_ % 2 == 0 else list(compiled)[::-1]
@@ -86,7 +74,7 @@ def main(argv):
     print(f"{name}: median {s['median_s']:.3f} s, mean {s['mean_s']:.3f} s")
   if FLAGS.json_out:
     with open(FLAGS.json_out, "w") as f:
-      json.dump(dict(config=config.data.name, batch_size=config.train.batch_size,
+      json.dump(dict(config=FLAGS.config.data.name, batch_size=FLAGS.config.train.batch_size,
                      xla_flags=os.environ.get("XLA_FLAGS", ""), variants=summary), f, indent=1)
 
 
