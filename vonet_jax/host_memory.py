@@ -14,7 +14,7 @@ avoids glibc's single-arena lock. It also backs its memory with transparent huge
 (`thp:always`: 2 MB pages where the kernel's THP mode is `madvise` or `always`), which took
 MOVi-A B=4 from 10.58 to 9.89 s per update (mean of four interleaved pairs of benchmark runs).
 `run_under_jemalloc()` restarts a program with it preloaded, as
-    LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1,thp:always python ...
+    LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=<_JEMALLOC_CONF below> python ...
 does by hand. `vonet_jax.main` and the benchmarks call it first where jemalloc is installed
 (Debian/Ubuntu package `libjemalloc2`); `VONET_JEMALLOC=0` in the environment turns it off.
 `retain_freed_memory` leaves the allocator alone when jemalloc (or anything but glibc) is loaded.
@@ -57,7 +57,8 @@ _RESTARTED = "VONET_JEMALLOC_RESTARTED"  # set in the restarted process: never r
 
 
 def run_under_jemalloc() -> None:
-  """Restarts this program with jemalloc preloaded (decay off, huge pages), where that helps and is possible.
+  """Restarts this program with jemalloc preloaded (decay off, huge pages), where that helps and
+  is possible.
 
   The same interpreter and command line (`sys.orig_argv`) replace this process (`os.execve`:
   same pid, nothing run yet is lost when called first). Returns without restarting when

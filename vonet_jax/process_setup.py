@@ -3,8 +3,8 @@
 `run(main)` replaces `absl.app.run(main)` in a program's `if __name__ == "__main__":` block:
 it restarts the program under jemalloc where installed (`host_memory.run_under_jemalloc`), then
 runs `main` after `prepare()`. `prepare()` keeps glibc's freed memory for reuse
-(`host_memory.retain_freed_memory`, a no-op under jemalloc) and puts XLA:CPU's convolutions and dots on
-its Eigen kernels (`xla_cpu.prefer_eigen_kernels`); both must come before jax's first
+(`host_memory.retain_freed_memory`, a no-op under jemalloc) and puts XLA:CPU's convolutions and
+dots on its Eigen kernels (`xla_cpu.prefer_eigen_kernels`); both must come before jax's first
 computation, and an XLA_FLAGS or allocator the user set wins.
 """
 from typing import Callable
