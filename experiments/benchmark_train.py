@@ -37,7 +37,7 @@ flags.DEFINE_bool("compile_only", False, "Only compile and report FLOPs and memo
 flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.")
 
 
-_SETTLE_S = 0.1  # pause after each update: its temporaries are freed meanwhile
+SETTLE_S = 0.1  # pause after each update: its temporaries are freed meanwhile
 
 
 def random_batch(config, batch_size, rng):
@@ -107,12 +107,12 @@ def main(argv):
     # XLA:CPU frees an update's temporaries just *after* its outputs are ready, so an update
     # started at once after the previous one allocates its buffers before those are freed, in
     # fresh pages that the allocator then keeps (MOVi-A at B=4: 13.9 GB resident instead of 8.7).
-    median_time(run_update, 2, pause_s=_SETTLE_S)  # warm-up: these also grow the heap (2x slower)
+    median_time(run_update, 2, pause_s=SETTLE_S)  # warm-up: these also grow the heap (2x slower)
     figures["matmul_gflops"] = matmul_gflops()  # the machine's speed in this window
     figures["stream_gbs"] = stream_gbs()
     update_runs, figures["update_cores_busy"] = cores_busy(
-        lambda: run_times(run_update, FLAGS.repeats, pause_s=_SETTLE_S),
-        idle_s=FLAGS.repeats * _SETTLE_S)
+        lambda: run_times(run_update, FLAGS.repeats, pause_s=SETTLE_S),
+        idle_s=FLAGS.repeats * SETTLE_S)
     figures["update_s"] = float(np.median(update_runs))
     figures["update_runs_s"] = [round(t, 3) for t in update_runs]  # the spread within this window
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9

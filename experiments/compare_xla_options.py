@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments.benchmark_train import FLAGS, lower_update
+from experiments.benchmark_train import FLAGS, SETTLE_S, lower_update
 from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_multi_string("options", [], "A variant's compile options, `name=value;...`.")
@@ -29,7 +29,6 @@ flags.DEFINE_integer("rounds", 8, "Timed rounds (each runs every variant once)."
 
 # XLA's flags take these enums' values in lower case; compile options take the proto's names.
 _ENUM_PREFIXES = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_"}
-_SETTLE_S = 0.1  # as benchmark_train: let an update's buffers be freed before the next
 
 
 def parse_options(text: str) -> dict:
@@ -64,7 +63,7 @@ def main(argv):
       state, metrics = compiled[name](state, batch, iteration)
       jax.block_until_ready(metrics["loss"])
       seconds = time.perf_counter() - start
-      time.sleep(_SETTLE_S)
+      time.sleep(SETTLE_S)  # as benchmark_train
       if round_:
         times[name].append(seconds)
       print(f"round {round_} {name}: {seconds:.3f} s", flush=True)

@@ -89,7 +89,7 @@ libc.malloc.restype = ctypes.c_void_p
 SIZE = 256 * 2**20
 before = anon_huge_kib()
 ctypes.memset(libc.malloc(SIZE), 1, SIZE)
-print((anon_huge_kib() - before) * 1024 // SIZE * 100)  # % of the buffer on huge pages
+print((anon_huge_kib() - before) * 1024 * 100 // SIZE)  # % of the buffer on huge pages
 """
 
 
