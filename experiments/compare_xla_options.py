@@ -40,7 +40,7 @@ def parse_options(text: str) -> dict:
       raise ValueError(f"--options entry {item!r} is not name=value")
     prefix = _ENUM_PREFIXES.get(name)
     if prefix:
-      value = ",".join(prefix + v.strip().upper() for v in value.split(","))
+      value = ",".join(prefix + v.strip().upper() for v in value.split(",") if v.strip())
     options[name] = value
   return options
 

@@ -91,38 +91,54 @@ def _softmax_dropout_values(logits, v, key, keep_prob, dtype):
 
   Args:
     logits: [B, H, T, S] float32, masked already.
-    v: [B, S, H, Dh] values.
+    v: [B, H, S, Dh] values, heads first (`heads_first`).
     key: the dropout rng key (typed or raw).
     keep_prob: 1 - dropout rate, in (0, 1).
     dtype: the dtype of the probabilities fed to the value matmul (q's dtype).
 
   Returns:
-    [B, T, H, Dh].
+    [B, H, T, Dh].
   """
   return _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype)[0]
 
 
 def _dropped(probs, key, keep_prob, box):
-  # nn.Dropout's arithmetic: bernoulli keep mask, select(keep, x / p, 0). The key is tied to the
-  # probabilities (`tie_key_to`).
+  """nn.Dropout's arithmetic, select(keep, probs / keep_prob, 0) with a bernoulli keep mask:
+  (the mask as bits [..., S / 8] (`pack_bits`), the dropped probabilities).
+
+  The key is tied to the probabilities (`tie_key_to`). The select reads the mask back from its
+  bits: XLA:CPU otherwise fuses the threefry hash into both the packing and the select and
+  computes it twice, the larger part of the attention's forward time besides its matmuls.
+  """
   key = tie_key_to(key, probs)
   if box is None:
     keep = random_box.bernoulli(key, keep_prob, probs.shape)
   else:
     keep = bernoulli_box(key, keep_prob, *box, size=probs.shape)
-  return keep, jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))
+  bits = pack_bits(keep)
+  return bits, _apply_mask(bits, probs, keep_prob)
+
+
+def _apply_mask(bits, probs, keep_prob):
+  """select(keep, probs / keep_prob, 0), keep unpacked from its bits (`pack_bits`)."""
+  keep = unpack_bits(bits, probs.shape[-1])
+  return jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))
+
+
+def heads_first(x):
+  """[B, T, H, Dh] <-> [B, H, T, Dh] (its own inverse)."""
+  return x.transpose(0, 2, 1, 3)
 
 
 def _values(d, v):
-  return jnp.einsum("bhts,bshd->bthd", d, v)  # [B, T, H, Dh]
+  return jnp.einsum("bhts,bhsd->bhtd", d, v)  # [B, H, T, Dh]; v [B, H, S, Dh]
 
 
 def _attend_dropped(logits, v, key, keep_prob, dtype, box):
-  """Forward of softmax -> dropout -> value matmul: (out [B, T, H, Dh], P float32, mask bits)."""
+  """Forward of softmax -> dropout -> value matmul: (out [B, H, T, Dh], P float32, mask bits)."""
   p = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S] float32
-  probs = p.astype(dtype)
-  keep, d = _dropped(probs, key, keep_prob, box)
-  return _values(d, v), p, pack_bits(keep)
+  bits, d = _dropped(p.astype(dtype), key, keep_prob, box)
+  return _values(d, v), p, bits
 
 
 def _softmax_dropout_values_fwd(logits, v, key, keep_prob, dtype):
@@ -140,10 +156,11 @@ def _backward_from_probabilities(p, v, packed_keep, keep_prob, dtype, g):
   probs = p.astype(dtype)
   # Tied to the output's cotangent: else XLA:CPU computes the dropped probabilities d (float32,
   # [B, H, T, S]) of every layer right after the forward pass and keeps them all alive.
-  keep = unpack_bits(tie_bits_to(packed_keep, g), p.shape[-1])  # the forward's mask
-  d = jax.lax.select(keep, probs / keep_prob, jnp.zeros_like(probs))  # as `_dropped`
+  packed_keep = tie_bits_to(packed_keep, g)
+  d = _apply_mask(packed_keep, probs, keep_prob)  # as `_dropped`
   _, values_vjp = jax.vjp(_values, d, v)
   dd, dv = values_vjp(g)
+  keep = unpack_bits(packed_keep, p.shape[-1])  # the forward's mask
   dprobs = jax.lax.select(keep, dd, jnp.zeros_like(dd)) / keep_prob  # nn.Dropout's transpose
   dp = dprobs.astype(jnp.float32)
   # jax.nn.softmax's JVP, y * (x_dot - sum(y * x_dot)), transposed as autodiff does.
@@ -175,10 +192,12 @@ def einsum_attention(q, k, v, mask=None, dropout_fn=None):
   return jnp.einsum("bhts,bshd->bthd", probs, v)  # [B, T, H, Dh]
 
 
-def _masked_logits(q, k, mask):
-  """Q K^T / sqrt(Dh) in float32, masked positions at float32's minimum: [B, H, T, S]."""
+def _masked_logits(q, k, mask, spec: str = "bthd,bshd->bhts"):
+  """Q K^T / sqrt(Dh) in float32, masked positions at float32's minimum: [B, H, T, S].
+
+  q, k: [B, T, H, Dh] and [B, S, H, Dh] (or as `spec` says)."""
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale  # [B, H, T, S]
+  logits = jnp.einsum(spec, q, k).astype(jnp.float32) * scale  # [B, H, T, S]
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   return logits
@@ -192,8 +211,8 @@ def dropout_attention(q, k, v, mask, dropout: "ProbabilityDropout"):
   float32 array (the softmax output) per call instead of two. `dropout.rate` must be in (0, 1).
   """
   logits = _masked_logits(q, k, mask)  # [B, H, T, S] float32
-  return _softmax_dropout_values(logits, v, dropout.key(), 1.0 - dropout.rate,
-                                 jnp.dtype(q.dtype))
+  return heads_first(_softmax_dropout_values(logits, heads_first(v), dropout.key(),
+                                             1.0 - dropout.rate, jnp.dtype(q.dtype)))
 
 
 def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks: int,
@@ -227,8 +246,10 @@ def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks:
   length = q.shape[1]
   if length % num_blocks:
     raise ValueError(f"causal attention blocks: {num_blocks} does not divide {length} positions")
-  return _blocked_causal_attention(q, k, v, dropout.key(), 1.0 - dropout.rate,
-                                   jnp.dtype(q.dtype), num_blocks, recompute)
+  # Heads first, so that each block's slices of q, k and v are plain copies, not transposes.
+  out = _blocked_causal_attention(*map(heads_first, (q, k, v)), dropout.key(), 1.0 - dropout.rate,
+                                  jnp.dtype(q.dtype), num_blocks, recompute)  # [B, H, T, Dh]
+  return heads_first(out)
 
 
 def _causal_blocks(length: int, num_blocks: int):
@@ -238,34 +259,37 @@ def _causal_blocks(length: int, num_blocks: int):
 
 
 def _block_logits(q, k, start: int, end: int):
-  """Masked float32 logits [B, H, end - start, end] of queries [start, end) over keys [0, end)."""
+  """Masked float32 logits [B, H, end - start, end] of queries [start, end) over keys [0, end);
+  q, k: [B, H, T, Dh]."""
   mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]  # [block, end]
-  return _masked_logits(q[:, start:end], k[:, :end], mask[None, None])
+  return _masked_logits(q[:, :, start:end], k[:, :, :end], mask[None, None],
+                        "bhtd,bhsd->bhts")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
 def _blocked_causal_attention(q, k, v, key, keep_prob, dtype, num_blocks, recompute):
+  """q, k, v: [B, H, T, Dh] -> [B, H, T, Dh] (`causal_dropout_attention`)."""
   return _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, recompute)[0]
 
 
 def _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, recompute):
-  batch, length, heads, _ = q.shape
+  batch, heads, length, _ = q.shape
   full_shape = (batch, heads, length, length)
   outs, saved_p, masks = [], [], []
   for start, end in _causal_blocks(length, num_blocks):
-    out, p, bits = _attend_dropped(_block_logits(q, k, start, end), v[:, :end], key, keep_prob,
-                                   dtype, (full_shape, (0, 0, start, 0)))
-    outs.append(out)  # [B, block, H, Dh]
+    out, p, bits = _attend_dropped(_block_logits(q, k, start, end), v[:, :, :end], key,
+                                   keep_prob, dtype, (full_shape, (0, 0, start, 0)))
+    outs.append(out)  # [B, H, block, Dh]
     masks.append(bits)
     saved_p.append(None if recompute else p)  # [B, H, block, end] float32
-  return jnp.concatenate(outs, axis=1), (q, k, v, saved_p, masks)
+  return jnp.concatenate(outs, axis=2), (q, k, v, saved_p, masks)
 
 
 def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, g):
   q, k, v, saved_p, masks = res
   dq, dk, dv = jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)
-  for (start, end), p, bits in zip(_causal_blocks(q.shape[1], num_blocks), saved_p, masks):
-    g_block = g[:, start:end]  # [B, block, H, Dh]
+  for (start, end), p, bits in zip(_causal_blocks(q.shape[2], num_blocks), saved_p, masks):
+    g_block = g[:, :, start:end]  # [B, H, block, Dh]
     logits_fn = functools.partial(_block_logits, start=start, end=end)
     # q, k, v tied to the cotangent (like the mask's bits): else XLA:CPU shares the backward's
     # slices of them with the forward's and keeps every block's slices alive (4.5 copies of v
@@ -277,11 +301,11 @@ def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, 
       p = jax.nn.softmax(logits, axis=-1)
     else:
       _, logits_vjp = jax.vjp(logits_fn, q_t, k_t)  # its forward is unused: XLA drops it
-    dlogits, dv_block = _backward_from_probabilities(p, v_t[:, :end], bits, keep_prob, dtype,
+    dlogits, dv_block = _backward_from_probabilities(p, v_t[:, :, :end], bits, keep_prob, dtype,
                                                      g_block)
     dq_block, dk_block = logits_vjp(dlogits)
     dq, dk = dq + dq_block, dk + dk_block
-    dv = dv.at[:, :end].add(dv_block)
+    dv = dv.at[:, :, :end].add(dv_block)
   return dq, dk, dv, None
 
 
