@@ -117,3 +117,23 @@ def test_gumbel_softmax_tie_is_exact():
   grad = jax.jit(jax.grad(lambda lp: jnp.sum(dvae.gumbel_softmax(lp, tau, rng)[0] * w)))
   ref_grad = jax.jit(jax.grad(lambda lp: jnp.sum(untied(lp)[0] * w)))
   np.testing.assert_array_equal(grad(log_probs), ref_grad(log_probs))
+
+
+def test_gumbel_softmax_of_logits_equals_that_of_their_log_softmax():
+  # DVAE.__call__ samples from the encoder's logits, skipping their log-softmax: softmax is
+  # invariant to the constant per token, so the sample, tokens and gradient are the same.
+  logits = 3.0 * jax.random.normal(jax.random.key(0), (2, 4, 4, 16)) + 5.0
+  rng, tau = jax.random.key(3), 0.7
+  w = jax.random.normal(jax.random.key(4), logits.shape)
+
+  def sample_and_grad(normalize):
+    def loss(x):
+      relaxed, tokens = dvae.gumbel_softmax(jax.nn.log_softmax(x) if normalize else x, tau, rng)
+      return jnp.sum(relaxed * w), (relaxed, tokens)
+    return jax.jit(jax.grad(loss, has_aux=True))(logits)
+
+  (grad, (relaxed, tokens)), (ref_grad, (ref_relaxed, ref_tokens)) = (
+      sample_and_grad(False), sample_and_grad(True))
+  np.testing.assert_array_equal(tokens, ref_tokens)
+  np.testing.assert_allclose(relaxed, ref_relaxed, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5)

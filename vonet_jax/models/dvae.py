@@ -60,8 +60,11 @@ def _conv(features, kernel, before_relu, dtype, name, strides=1, padding=0):
 def gumbel_softmax(log_probs, tau, rng):
   """Relaxed one-hot sample softmax((log p + Gumbel) / tau) and its argmax.
 
+  log p may be given up to a constant per token (the logits before their log-softmax): softmax
+  is invariant to it, so the sample and its gradient are the same (to float rounding).
+
   Args:
-    log_probs: [..., V] float32.
+    log_probs: [..., V] float32, log-probabilities or unnormalised logits.
     tau: scalar temperature > 0 (may be traced).
     rng: PRNG key of the Gumbel noise.
 
@@ -91,15 +94,16 @@ class DVAEEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images):
-    # images: [B, H, W, 3] -> log_probs [B, H/4, W/4, V]
+  def __call__(self, images, normalize: bool = True):
+    # images: [B, H, W, 3] -> log_probs [B, H/4, W/4, V] (float32 logits if not normalize)
     x = relu(_conv(self.hidden, _PATCH, True, self.dtype, "patch", strides=_PATCH)(images))
     for i in range(5):
       x = relu(_conv(self.hidden, 1, True, self.dtype, f"conv_{i}")(x))  # [B, h, w, hidden]
     logits = _conv(self.vocab_size, 1, False, self.dtype, "vocab")(x)  # [B, h, w, V]
     if self.relu_before_log_softmax:
       logits = relu(logits)
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logits = logits.astype(jnp.float32)
+    return jax.nn.log_softmax(logits, axis=-1) if normalize else logits
 
 
 class DVAEDecoder(nn.Module):
@@ -148,11 +152,14 @@ class DVAE(nn.Module):
 
   def encode(self, images):
     """images: [B, H, W, 3] in [0, 1], H and W multiples of 4 -> log_probs [B, H/4, W/4, V]."""
+    self._check_images(images)
+    return self.encoder(images)
+
+  def _check_images(self, images):
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"DVAE expects images [B, H, W, 3], got shape {images.shape}")
     if images.shape[1] % _PATCH or images.shape[2] % _PATCH:
       raise ValueError(f"DVAE needs H and W divisible by {_PATCH}, got {images.shape[1:3]}")
-    return self.encoder(images)
 
   def decode(self, z):
     """Relaxed or one-hot tokens z: [B, h, w, V] -> images [B, 4h, 4w, 3] (unclipped)."""
@@ -181,9 +188,13 @@ class DVAE(nn.Module):
            tokens int32 [B, N] (N = H/4 * W/4, row-major) = argmax of the relaxed sample,
            log_probs [B, H/4, W/4, V]).
     """
-    log_probs = self.encode(images)  # [B, h, w, V]
-    relaxed, tokens = gumbel_softmax(log_probs, tau, rng)  # [B, h, w, V], [B, h, w]
+    self._check_images(images)
+    # The sample from the logits: the log-softmax's constant per token cancels in the sample's
+    # softmax (`gumbel_softmax`), so training skips the log-softmax and its backward pass.
+    logits = self.encoder(images, normalize=False)  # [B, h, w, V]
+    relaxed, tokens = gumbel_softmax(logits, tau, rng)  # [B, h, w, V], [B, h, w]
     recon = self.decode(relaxed.astype(jnp.dtype(self.dtype)))  # [B, H, W, 3]
     mse = jnp.sum(jnp.square(recon - images.astype(jnp.float32)), axis=(1, 2, 3))  # [B]
     b = images.shape[0]
-    return dict(recon=recon, mse=mse, tokens=tokens.reshape(b, -1), log_probs=log_probs)
+    return dict(recon=recon, mse=mse, tokens=tokens.reshape(b, -1),
+                log_probs=jax.nn.log_softmax(logits, axis=-1))

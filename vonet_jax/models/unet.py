@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vonet_jax.models.conv3x3 import conv3x3
 from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
 from vonet_jax.models.lean_backward import InstanceNorm, max_pool2
 from vonet_jax.models.transformer import SlotTransformer
@@ -16,7 +17,7 @@ from vonet_jax.models.unet_input import FusedUNetInput
 
 
 class ConvNormRelu(nn.Module):
-  """conv3x3 (no bias) -> InstanceNorm (affine, eps 1e-5) -> ReLU.
+  """conv3x3 (no bias; `conv3x3.conv3x3`) -> InstanceNorm (affine, eps 1e-5) -> ReLU.
 
   x: [N, h, w, C] maps, or a `FusedUNetInput` whose convolution is computed from its parts
   (the same parameters) -> [N, h, w, channels].
@@ -29,9 +30,9 @@ class ConvNormRelu(nn.Module):
     if isinstance(x, FusedUNetInput):
       kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
       x = x.conv3x3(kernel.astype(self.dtype))
-    else:
-      x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype, name="conv")(x)
+    else:  # nn.Conv(channels, (3, 3), padding=1, use_bias=False)'s parameters and function
+      kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
+      x = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
     x = InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
     # jax's ReLU here, not `lean_backward.relu`: with the latter the tiny test config's training
     # (tests/test_train.py, XLA optimisations off) reached a NaN loss at its 4th iteration, though
