@@ -46,7 +46,8 @@ def get_config():
   m.prior_transformer.update(num_layers=1, num_heads=2, head_dim=32, mlp_dim=128)
   m.posterior_hidden = 64
   m.dvae.update(vocab_size=256, hidden=32)
-  m.decoder.update(d_model=64, num_heads=2, num_layers=2, ffn_dim=128)
+  m.decoder.update(d_model=64, num_heads=2, num_layers=2, ffn_dim=128,
+                   causal_blocks=8)  # blocks of 32 of the 256 tokens
 
   t = config.train
   t.batch_size = 8

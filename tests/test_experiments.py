@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from tests.paths import ROOT, SAMPLE, needs_sample
 
 
@@ -114,6 +116,16 @@ def test_compare_xla_options_alternates_variants_whose_options_take_effect(tmp_p
   assert len(baseline["runs_s"]) == len(ynn_dots["runs_s"]) == 2 and baseline["median_s"] > 0
   # The baseline leaves dots to Eigen (`vonet_jax.xla_cpu`); the variant gives them to YNNPACK.
   assert ynn_dots["library_fusions"] > baseline["library_fusions"]
+
+
+def test_compare_xla_options_spells_enum_lists_as_compile_options():
+  from experiments.compare_xla_options import parse_options
+  name = "xla_cpu_experimental_ynn_fusion_type"
+  assert parse_options(f"{name}=dot, reduce;xla_cpu_use_xnnpack=False") == {
+      name: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE", "xla_cpu_use_xnnpack": "False"}
+  assert parse_options(f"{name}=") == {name: ""}  # nothing on YNNPACK
+  with pytest.raises(ValueError, match="not name=value"):
+    parse_options("xla_cpu_use_xnnpack")
 
 
 @needs_sample
