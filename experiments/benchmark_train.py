@@ -16,6 +16,7 @@ between windows, and these say how fast the window was). --compile_only skips th
 configs too large to run here, e.g. MOVi-A at B=32). Expected wall time: the small config about a
 minute; MOVi-A at B=1/B=2 on a 2-core CPU several minutes (compilation dominates).
 """
+import importlib
 import json
 import resource
 import time
@@ -28,7 +29,7 @@ from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
 from experiments.timing import cores_busy, matmul_gflops, median_time, run_times, stream_gbs
-from vonet_jax import host_memory, optim, process_setup, replay, sharding, train_step
+from vonet_jax import host_memory, process_setup, replay, sharding, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -58,10 +59,13 @@ class UpdateSetup(NamedTuple):
   init_state: Callable[[], Any]  # () -> the replicated initial state
 
 
-def lower_update(config) -> UpdateSetup:
+def lower_update(config, package: str = "vonet_jax") -> UpdateSetup:
   """The update lowered for the replicated state it will run on, so that calls run the executable
   compiled from it (an abstract state without the sharding made the first call compile the step
-  a second time)."""
+  a second time). `package`: the package whose model and step to lower (another revision's copy:
+  `experiments.compare_revisions`)."""
+  sharding, optim, train_step = (importlib.import_module(f"{package}.{name}")
+                                 for name in ("sharding", "optim", "train_step"))
   mesh = sharding.make_mesh()
   optimizer = optim.make_optimizer(config)
   replicated = sharding.replicated(mesh)

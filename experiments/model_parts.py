@@ -1,4 +1,5 @@
 """The model's parts alone at the shapes of one update, for per-part FLOPs and timings."""
+import importlib
 from typing import Any
 
 import flax.linen as nn
@@ -7,12 +8,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from vonet_jax import train_step
-from vonet_jax.models.backbone import Backbone
-from vonet_jax.models.dvae import DVAE
-from vonet_jax.models.transformer import SlotTransformer
-from vonet_jax.models.unet import UNet
-from vonet_jax.models.unet_input import unet_input_from_config
-from vonet_jax.models.vonet import make_decoder
 
 
 def bulk_key(config, seed: int):
@@ -38,18 +33,30 @@ class UNetWithInput(nn.Module):
   """The U-Net (without the mask transformer) on its input: features [N, h, w, C], masks
   [N, K, h, w], context [N, K, C_in] -> delta logits [N, K, h, w]."""
   cfg: Any  # config.model
+  package: str = "vonet_jax"
 
   @nn.compact
   def __call__(self, features, masks, context):
     cfg = self.cfg
-    x = unet_input_from_config(cfg)(features, masks, jnp.log(masks), context)
-    return UNet(tuple(cfg.unet_channels), cfg.unet_fc, None)(x)
+    unet_input = _models(self.package, "unet_input").unet_input_from_config(cfg)
+    x = unet_input(features, masks, jnp.log(masks), context)
+    return _models(self.package, "unet").UNet(tuple(cfg.unet_channels), cfg.unet_fc, None)(x)
 
 
-def model_parts(config) -> dict:
+def _models(package: str, name: str):
+  """The module `{package}.models.{name}`."""
+  return importlib.import_module(f"{package}.models.{name}")
+
+
+def model_parts(config, package: str = "vonet_jax") -> dict:
   """name -> (module, args, kwargs): each part of the model alone, at the shapes of one update
   (all B*T frames): backbone, U-Net (with its input maps, per `model.unet_input`), mask
-  transformer, dVAE, decoder. Gradients w.r.t. the parameters only (not the parts' inputs)."""
+  transformer, dVAE, decoder. Gradients w.r.t. the parameters only (not the parts' inputs).
+  `package`: the package whose modules to take (another revision's copy:
+  `experiments.compare_revisions`)."""
+  Backbone, DVAE = _models(package, "backbone").Backbone, _models(package, "dvae").DVAE
+  SlotTransformer = _models(package, "transformer").SlotTransformer
+  make_decoder = _models(package, "vonet").make_decoder
   cfg = ml_collections.FrozenConfigDict(config.model)
   n = config.train.batch_size * config.train.segment_length  # frames per update
   res, k, h = config.data.resolution, cfg.num_slots, config.data.resolution // 2
@@ -57,7 +64,7 @@ def model_parts(config) -> dict:
   return dict(
       backbone=(Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size),
                 (jnp.ones((n, res, res, 3)), True), {}),
-      unet=(UNetWithInput(cfg), (jnp.ones((n, h, h, cfg.feature_size)),
+      unet=(UNetWithInput(cfg, package), (jnp.ones((n, h, h, cfg.feature_size)),
                                  jnp.full((n, k, h, h), 1.0 / k),
                                  jnp.ones((n, k, cfg.feature_size))), {}),
       mask_transformer=(SlotTransformer(**cfg.mask_transformer), (jnp.ones((n, k, cfg.unet_fc)),),

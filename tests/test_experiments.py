@@ -128,6 +128,30 @@ def test_compare_xla_options_spells_enum_lists_as_compile_options():
     parse_options("xla_cpu_use_xnnpack")
 
 
+def test_compare_revisions_exports_the_old_package_under_its_own_name(tmp_path):
+  from experiments.compare_revisions import OLD_PACKAGE, export_package
+  export_package("HEAD", tmp_path)
+  package = tmp_path / OLD_PACKAGE
+  assert (package / "models" / "decoder.py").is_file() and not (tmp_path / "vonet_jax").exists()
+  sources = "".join(p.read_text() for p in package.rglob("*.py"))
+  assert "from vonet_jax_old.models" in sources and "from vonet_jax." not in sources
+
+
+@pytest.mark.parametrize("part", [None, "unet"])
+def test_compare_revisions_alternates_the_working_tree_and_an_old_revision(tmp_path, part):
+  out_json = tmp_path / "compare.json"
+  subprocess.run([sys.executable, "-m", "experiments.compare_revisions",
+                  "--config=configs/tiny.py", "--old=HEAD", "--rounds=2",
+                  f"--json_out={out_json}"] + ([f"--part={part}"] if part else []), cwd=ROOT,
+                 check=True, capture_output=True,
+                 env=dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1"))
+  summary = json.loads(out_json.read_text())
+  assert summary["part"] == (part or "update") and summary["old"] == "HEAD"
+  assert [len(t) for t in summary["runs_s"].values()] == [2, 2]
+  assert all(t > 0 for t in summary["median_s"].values())
+  assert 0 <= summary["working_tree_faster_in"] <= 2
+
+
 @needs_sample
 def test_dvae_codebook_trains_the_dvae_and_counts_its_words(tmp_path):
   out_json = tmp_path / "codebook.json"
