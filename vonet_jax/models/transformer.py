@@ -108,7 +108,7 @@ def _dropped(probs, key, keep_prob, box):
 
   The key is tied to the probabilities (`tie_key_to`). The select reads the mask back from its
   bits: XLA:CPU otherwise fuses the threefry hash into both the packing and the select and
-  computes it twice, the larger part of the attention's forward time besides its matmuls.
+  computes it twice (0.55 s of op time per MOVi-A B=4 update).
   """
   key = tie_key_to(key, probs)
   if box is None:
