@@ -15,25 +15,25 @@ cent apart; rounds in one process can, given enough of them (the spread of the d
 says how many). The old revision must have the same entry points (`train_step.make_train_step`,
 `init_train_state`, the parts' modules) and read the same config.
 """
+import functools
 import json
 import pathlib
 import re
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import numpy as np
 from absl import flags
 
-from experiments.benchmark_train import FLAGS, SETTLE_S, lower_update
+from experiments.benchmark_train import FLAGS, lower_update
+from experiments.by_turns import run_by_turns
 from experiments.model_parts import bulk_key, grad_function, model_parts
 from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_string("old", None, "The git revision to compare the working tree with.")
 flags.DEFINE_string("part", None, "A part of experiments.model_parts instead of the update.")
-flags.DEFINE_integer("rounds", 8, "Timed rounds (each runs both revisions once).")
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 OLD_PACKAGE = "vonet_jax_old"
@@ -83,17 +83,12 @@ def main(argv):
   runs = {"working tree": runner("vonet_jax"), FLAGS.old: runner(OLD_PACKAGE)}
   host_memory.release_freed_memory()
   states = {name: state for name, (state, _) in runs.items()}
-  times = {name: [] for name in runs}
-  for round_ in range(FLAGS.rounds + 1):  # round 0 warms up both, untimed
-    for name in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
-      start = time.perf_counter()
-      states[name], out = runs[name][1](states[name])
-      jax.block_until_ready(out)
-      seconds = time.perf_counter() - start
-      time.sleep(SETTLE_S)  # as benchmark_train
-      if round_:
-        times[name].append(seconds)
-      print(f"round {round_} {name}: {seconds:.3f} s", flush=True)
+
+  def step(name):
+    states[name], out = runs[name][1](states[name])
+    return out
+
+  times = run_by_turns({name: functools.partial(step, name) for name in runs}, FLAGS.rounds)
   new, old = times.values()
   differences = np.subtract(old, new)
   summary = dict(config=FLAGS.config.data.name, batch_size=FLAGS.config.train.batch_size,

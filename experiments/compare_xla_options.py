@@ -13,19 +13,18 @@ order of the last, so that every variant sees the same windows. Prints each upda
 each variant's median and mean over --rounds rounds after one untimed round, and how many library
 (YNNPACK) fusions its executable holds (--json_out: also to a JSON file).
 """
+import functools
 import json
 import os
-import time
 
-import jax
 import numpy as np
 from absl import flags
 
-from experiments.benchmark_train import FLAGS, SETTLE_S, lower_update
+from experiments.benchmark_train import FLAGS, lower_update
+from experiments.by_turns import run_by_turns
 from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_multi_string("options", [], "A variant's compile options, `name=value;...`.")
-flags.DEFINE_integer("rounds", 8, "Timed rounds (each runs every variant once).")
 
 # XLA's flags take these enums' values in lower case; compile options take the proto's names.
 _ENUM_PREFIXES = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_"}
@@ -54,19 +53,14 @@ def main(argv):
   fusions = {name: c.as_text().count("kind=kCustom") for name, c in compiled.items()}
   print("library fusions per variant:", fusions, flush=True)
   host_memory.release_freed_memory()
-  state, batch, iteration = setup.init_state(), setup.batch, setup.iteration
-  times = {name: [] for name in compiled}
-  for round_ in range(FLAGS.rounds + 1):  # round 0 warms up every variant, untimed
-    order = list(compiled) if round_ % 2 == 0 else list(compiled)[::-1]
-    for name in order:
-      start = time.perf_counter()
-      state, metrics = compiled[name](state, batch, iteration)
-      jax.block_until_ready(metrics["loss"])
-      seconds = time.perf_counter() - start
-      time.sleep(SETTLE_S)  # as benchmark_train
-      if round_:
-        times[name].append(seconds)
-      print(f"round {round_} {name}: {seconds:.3f} s", flush=True)
+  holder = [setup.init_state()]  # one state, advanced by every variant in turn
+
+  def step(executable):
+    holder[0], metrics = executable(holder[0], setup.batch, setup.iteration)
+    return metrics["loss"]
+
+  times = run_by_turns({name: functools.partial(step, c) for name, c in compiled.items()},
+                       FLAGS.rounds)
   summary = {name: dict(median_s=float(np.median(t)), mean_s=float(np.mean(t)), runs_s=t,
                        library_fusions=fusions[name]) for name, t in times.items()}
   for name, s in summary.items():
