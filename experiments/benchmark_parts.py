@@ -15,12 +15,11 @@ Expected wall time at MOVi-A B=4 on 2 CPU cores: about 3 minutes.
 import json
 
 import jax
-import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_cost
-from experiments.model_parts import bulk_key, grad_function, model_parts
+from experiments.model_parts import compiled_gradient, model_parts
 from experiments.timing import median_time
 from vonet_jax import process_setup
 
@@ -33,10 +32,7 @@ flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.
 
 
 def time_part(config, module, args, kwargs, repeats: int) -> dict:
-  grad, abstract = grad_function(module, args, kwargs, bulk_key(config, 1))
-  variables = jax.tree_util.tree_map(
-      lambda s: np.random.default_rng(0).normal(0.0, 0.05, s.shape).astype(s.dtype), abstract)
-  compiled = grad.lower(variables).compile()
+  compiled, variables = compiled_gradient(config, module, args, kwargs)
   seconds = median_time(lambda: compiled(variables), repeats, warmup=1)
   gflops = compiled_cost(compiled) / 1e9
   gbytes = compiled_cost(compiled, "bytes accessed") / 1e9  # XLA's estimate of memory traffic

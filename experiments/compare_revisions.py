@@ -23,13 +23,12 @@ import subprocess
 import sys
 import tempfile
 
-import jax
 import numpy as np
 from absl import flags
 
 from experiments.benchmark_train import FLAGS, lower_update
 from experiments.by_turns import run_by_turns
-from experiments.model_parts import bulk_key, grad_function, model_parts
+from experiments.model_parts import compiled_gradient, model_parts
 from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_string("old", None, "The git revision to compare the working tree with.")
@@ -65,10 +64,7 @@ def update_runner(package: str):
 def part_runner(package: str):
   """(parameters, the gradient of part --part of `package`: parameters -> (them, gradient))."""
   module, args, kwargs = model_parts(FLAGS.config, package)[FLAGS.part]
-  grad, abstract = grad_function(module, args, kwargs, bulk_key(FLAGS.config, 1))
-  variables = jax.tree_util.tree_map(
-      lambda s: np.random.default_rng(0).normal(0.0, 0.05, s.shape).astype(s.dtype), abstract)
-  compiled = grad.lower(variables).compile()
+  compiled, variables = compiled_gradient(FLAGS.config, module, args, kwargs)
   return variables, lambda v: (v, compiled(v))
 
 

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from vonet_jax import train_step
 
@@ -27,6 +28,15 @@ def grad_function(module, args, kwargs, dropout_key):
     return sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree_util.tree_leaves(out))
 
   return jax.jit(jax.grad(loss)), variables
+
+
+def compiled_gradient(config, module, args, kwargs):
+  """(the compiled `grad_function` of a part, its parameters: N(0, 0.05), seed 0), with the
+  dropout and Gumbel keys of the kind `train.bulk_rng` says."""
+  grad, abstract = grad_function(module, args, kwargs, bulk_key(config, 1))
+  variables = jax.tree_util.tree_map(
+      lambda s: np.random.default_rng(0).normal(0.0, 0.05, s.shape).astype(s.dtype), abstract)
+  return grad.lower(variables).compile(), variables
 
 
 class UNetWithInput(nn.Module):
