@@ -164,3 +164,25 @@ def test_dvae_codebook_trains_the_dvae_and_counts_its_words(tmp_path):
   assert rows[0]["tau"] == 1.0 and rows[-1]["tau"] < 1.0
   assert all(1 <= r["words"] and r["mse_hard"] > 0 for r in rows)
   assert rows[-1]["mse_relaxed"] < rows[0]["mse_relaxed"]  # four Adam steps lower the error
+
+
+def test_profile_ops_sums_the_traced_ops_by_kind_and_module_scope():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from experiments.profile_ops import op_scopes, profile, tables
+
+  model = nn.Sequential([nn.Dense(256), nn.relu, nn.Dense(8)])  # modules layers_0, layers_2
+  x = jnp.ones((512, 128))
+  params = model.init(jax.random.key(0), x)
+  step = jax.jit(jax.grad(lambda p: model.apply(p, x).sum()))
+  compiled = step.lower(params).compile()
+  jax.block_until_ready(compiled(params))
+  wall_s, events = profile(lambda: compiled(params))
+  scopes = op_scopes(compiled.as_text())
+  assert wall_s > 0 and events and all(s >= 0 for _, s in events)
+  assert {name for name, _ in events} <= set(scopes) | {n for n, _ in events if "copy" in n}
+  result = tables(events, scopes, depth=1, top=50)
+  assert sum(s for _, s, _ in result["op"]) == pytest.approx(sum(s for _, s in events), abs=1e-3)
+  scope_names = {key for key, _, _ in result["scope"]}
+  assert {"forward: layers_0", "backward: layers_2"} <= scope_names, scope_names
