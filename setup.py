@@ -19,7 +19,7 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest==9.2.0", "scikit-learn==1.9.1", "nbclient==0.11.0", "nbformat==5.11.1",
-            "ipykernel==7.4.0",
+            "ipykernel==7.4.0", "pytest-xdist==3.8.0",
         ],
     },
 )

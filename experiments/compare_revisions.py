@@ -32,7 +32,6 @@ from experiments.model_parts import compiled_gradient, model_parts
 from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_string("old", None, "The git revision to compare the working tree with.")
-flags.DEFINE_string("part", None, "A part of experiments.model_parts instead of the update.")
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 OLD_PACKAGE = "vonet_jax_old"

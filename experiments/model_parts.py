@@ -7,8 +7,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 
 from vonet_jax import train_step
+
+# The --part flag of the scripts that can take one part instead of the whole update
+# (compare_revisions, profile_ops), defined once here so that both import into one process.
+flags.DEFINE_enum("part", None, ["backbone", "unet", "mask_transformer", "dvae", "decoder"],
+                  "A part of experiments.model_parts alone instead of the whole update.")
 
 
 def bulk_key(config, seed: int):

@@ -9,7 +9,8 @@ twice to warm up, then once under `jax.profiler`, and reads the trace's XLA:CPU 
 per fusion, dot, convolution, copy... on each of XLA's worker threads). Prints the op time summed
 three ways: by op kind (the HLO name without its number: `transpose_copy_fusion`, `ynn_fusion`,
 `dot`, ...), by scope (the model module that emitted the op, from the compiled HLO's `op_name`
-metadata, cut to `--scope_depth` levels, forward and backward apart), and the `--top` single ops.
+metadata, cut to `--scope_depth` levels, forward and backward apart), and the `--top` single ops
+(with their result shapes and scopes).
 
 Op time is summed over threads, so it can exceed the wall time; and the work that Eigen's
 convolutions and matmuls hand to the thread pool is not itemised, only the op that waits for it
@@ -30,15 +31,14 @@ from experiments.benchmark_train import SETTLE_S, lower_update
 from experiments.model_parts import compiled_gradient, model_parts
 from vonet_jax import process_setup
 
-FLAGS = flags.FLAGS  # --config and --json_out: benchmark_train's flags
-flags.DEFINE_string("part", None, "Profile this part of experiments.model_parts alone "
-                    "(backbone, unet, mask_transformer, dvae, decoder); default: the update.")
+FLAGS = flags.FLAGS  # --config, --json_out: benchmark_train's flags; --part: model_parts'
 flags.DEFINE_integer("top", 25, "Rows of each table.")
 flags.DEFINE_integer("scope_depth", 3, "Levels of the module path kept in the scope table.")
 
 # Trace events on XLA's threads that are not ops: the thread pool's and executor's own records.
 _NOT_OPS = re.compile(r"::|^end: |^\$")
-_HLO_METADATA = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name=\"([^\"]*)\"")
+_HLO_METADATA = re.compile(
+    r"^\s*(?:ROOT )?%?([\w.\-]+) = ([^{ ]*).*?metadata=\{[^}]*op_name=\"([^\"]*)\"")
 
 
 def compiled_step(config, part):
@@ -60,8 +60,9 @@ def compiled_step(config, part):
 
 
 def op_scopes(hlo_text: str) -> dict:
-  """HLO instruction name -> the `op_name` of its metadata (jax's name stack)."""
-  return {m.group(1): m.group(2)
+  """HLO instruction name -> (its result's shape, e.g. "f32[12,4,64,128]", the `op_name` of its
+  metadata: jax's name stack)."""
+  return {m.group(1): (m.group(2), m.group(3))
           for m in map(_HLO_METADATA.match, hlo_text.splitlines()) if m}
 
 
@@ -111,9 +112,9 @@ def tables(events, scopes: dict, depth: int, top: int) -> dict:
   by = {"kind": collections.Counter(), "scope": collections.Counter(), "op": collections.Counter()}
   counts = {name: collections.Counter() for name in by}
   for name, seconds in events:
-    keys = dict(kind=re.sub(r"\.\d+$", "", name),
-                scope=scope_of(scopes[name], depth) if name in scopes else "(no metadata)",
-                op=name)
+    shape, op_name = scopes.get(name, ("", None))
+    scope = scope_of(op_name, depth) if op_name else "(no metadata)"
+    keys = dict(kind=re.sub(r"\.\d+$", "", name), scope=scope, op=f"{name} {shape} ({scope})")
     for table, key in keys.items():
       by[table][key] += seconds
       counts[table][key] += 1

@@ -189,13 +189,13 @@ def test_gradients_of_the_loss_terms(tiny):
                      first, 0.5, rngs={"noise": jax.random.key(0), "gumbel": jax.random.key(1)})
     return out[name].sum()
 
-  params = variables["params"]
-  for name in ("token_ce", "kl"):
-    g = jax.grad(term)(params, name)
+  # One compiled function for the three gradients (run op by op, they took a minute).
+  g_ce, g_bal, g_plain = jax.jit(lambda p: (
+      jax.grad(term)(p, "token_ce"), jax.grad(term)(p, "kl", 0.7),
+      jax.grad(term)(p, "kl", 0.5)))(variables["params"])  # 0.5 * (KL + KL) = plain KL
+  for g in (g_ce, g_bal):
     assert count(g["dvae"]) > 0
     assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree_util.tree_leaves(g["dvae"]))
-  g_bal = jax.grad(term)(params, "kl", 0.7)
-  g_plain = jax.grad(term)(params, "kl", 0.5)  # 0.5 * (KL + KL) = plain KL
   prior = lambda g: g["dynamics"]["prior"]
   posterior = lambda g: g["dynamics"]["posterior"]
   for part, share in ((prior, 0.7), (posterior, 0.3)):
@@ -211,12 +211,14 @@ def test_segment_loss_resets_where_the_batch_says(tiny):
   index = np.array([[5, 6, 7], [8, 9, 10]])  # no video starts inside these segments
   model = make_model(config, train=True)
 
+  @jax.jit  # compiled once for the four calls (op by op they took a minute)
+  def segment_loss(state, first):
+    batch = dict(frames=frames, state=state, frame_index=index, first=first)
+    return train_step.segment_loss(config, model, variables["params"], variables["batch_stats"],
+                                   batch, 100, jax.random.key(3))[0]
+
   def loss(state, replay):
-    batch = dict(frames=frames, state=state, frame_index=index,
-                 first=train.segment_resets(index, replay))
-    return float(train_step.segment_loss(config, model, variables["params"],
-                                         variables["batch_stats"], batch, 100,
-                                         jax.random.key(3))[0])
+    return float(segment_loss(state, train.segment_resets(index, replay)))
 
   assert loss(r_prev, True) != loss(r_prev + 1.0, True)
   assert loss(r_prev, False) == loss(r_prev + 1.0, False)

@@ -9,9 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -46,21 +46,14 @@ def run_main(env, workdir, *overrides, mode="train", check=True):
 
 
 def final_params(workdir, step):
-  """Parameters of checkpoint `step`, as a flat {path: array} dict."""
-  code = textwrap.dedent(f"""
-      import numpy as np, jax
-      from configs import tiny
-      from vonet_jax import evaluate
-      config = tiny.get_config()
-      config.data.num_frames = 24
-      step, variables = evaluate.restore_variables(config, {str(workdir)!r}, {step})
-      flat = {{jax.tree_util.keystr(p): np.asarray(x) for p, x in
-               jax.tree_util.tree_flatten_with_path(variables)[0]}}
-      np.savez({str(workdir / 'params.npz')!r}, **flat)
-  """)
-  subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True,
-                 env=dict(os.environ, JAX_PLATFORMS="cpu"))
-  return dict(np.load(workdir / "params.npz"))
+  """Parameters of checkpoint `step`, as a flat {path: array} dict (restored in this process)."""
+  from configs import tiny
+  from vonet_jax import evaluate
+  config = tiny.get_config()
+  config.data.num_frames = 24
+  _, variables = evaluate.restore_variables(config, str(workdir), step)
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
 
 
 def committed(workdir, step):
