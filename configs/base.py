@@ -103,6 +103,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # default) or "rbg" (XLA's RngBitGenerator, keys derived from the step's threefry keys): the
   # same distributions, other numbers, about 3x cheaper on XLA:CPU (README "Performance").
   t.bulk_rng = "threefry"
+  # Return the allocator's freed memory to the OS before every update (not only after compiling):
+  # the same computation; the process's peak stays near the first update's. MOVi-A B=8 on the
+  # eleventh session's CPU: 12.04 GB against 12.99-15.75 GB without (whose resident size grew by
+  # 0.2-0.3 GB per update), iterations 41.7 against 41.6 s (README "Performance").
+  t.release_memory_every_update = True
 
   # --- Replay buffer (SPEC.md section 4) ----------------------------------------------------
   r = config.replay = ml_collections.ConfigDict()

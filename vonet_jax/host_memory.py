@@ -90,7 +90,9 @@ def release_freed_memory() -> bool:
 
   Both allocators above keep what a program frees, and that includes what XLA's compiler frees
   after compiling a step (at MOVi-A B=8, about 2 GB that the step, which allocates large blocks,
-  does not reuse). The training loop calls this once, right after compiling its update.
+  does not reuse). The training loop calls this right after compiling its update and, with
+  `train.release_memory_every_update`, before every update (the update's and the collection's
+  buffers otherwise fragment what jemalloc keeps: MOVi-A B=8 grew 0.2-0.3 GB per update).
   jemalloc: purge every arena (`mallctl("arena.<all>.purge")`); glibc: `malloc_trim(0)`.
   """
   try:

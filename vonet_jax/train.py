@@ -192,6 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if compiled_update is None:
         compiled_update = update.lower(state, batch, step).compile()
         host_memory.release_freed_memory()  # the compiler's freed memory (host_memory says why)
+      elif config.train.release_memory_every_update:  # bounds the peak; costs page faults
+        host_memory.release_freed_memory()
       state, metrics = compiled_update(state, batch, step)
       collector.read_ahead()  # host work while the device runs the update
       last_metrics = sharding.to_host(metrics)
