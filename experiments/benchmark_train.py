@@ -82,6 +82,19 @@ def lower_update(config, package: str = "vonet_jax") -> UpdateSetup:
   return UpdateSetup(mesh, lowered, abstract_state, batch, iteration, init_state)
 
 
+class UpdateLoop:
+  """Compiled updates run one after another on the state this carries (`setup.init_state()` at
+  first): `loop(executable)` runs one update of `executable` (a compile of `setup.lowered`) on
+  `setup.batch` and returns its loss."""
+
+  def __init__(self, setup: UpdateSetup):
+    self.setup, self.state = setup, setup.init_state()
+
+  def __call__(self, executable):
+    self.state, metrics = executable(self.state, self.setup.batch, self.setup.iteration)
+    return metrics["loss"]
+
+
 def main(argv):
   del argv
   config = FLAGS.config
@@ -90,8 +103,7 @@ def main(argv):
   compiled = setup.lowered.compile()
   compile_s = time.perf_counter() - start
   host_memory.release_freed_memory()  # as the training loop does after compiling its update
-  mesh, abstract_state, batch, iteration = (setup.mesh, setup.abstract_state, setup.batch,
-                                            setup.iteration)
+  mesh, abstract_state = setup.mesh, setup.abstract_state
   rng = np.random.default_rng(1)
   b = config.train.batch_size
   figures = dict(
@@ -101,12 +113,8 @@ def main(argv):
       params=int(sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))),
       compile_s=compile_s, **compiled_figures(compiled))
   if not FLAGS.compile_only:
-    holder = [setup.init_state()]
-
-    def run_update():
-      holder[0], metrics = compiled(holder[0], batch, iteration)
-      return metrics["loss"]
-
+    loop = UpdateLoop(setup)
+    run_update = lambda: loop(compiled)
     # Each update is followed by a short pause, as the training loop follows it by the collection:
     # XLA:CPU frees an update's temporaries just *after* its outputs are ready, so an update
     # started at once after the previous one allocates its buffers before those are freed, in
@@ -127,7 +135,7 @@ def main(argv):
         rng.integers(0, 256, (r.num_workers, r.frames_per_iteration, res, res, 3), dtype=np.uint8),
         np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32),
         np.zeros((r.num_workers, r.frames_per_iteration), bool)))
-    variables = dict(params=holder[0].params, batch_stats=holder[0].batch_stats)
+    variables = dict(params=loop.state.params, batch_stats=loop.state.batch_stats)
     run_collect = lambda: collect(variables, *inputs, jax.random.key(0))
     figures["collect_s"] = median_time(run_collect, FLAGS.repeats, warmup=1)
     buffer = replay.ReplayBuffer(r.num_workers, 64, (res, res, 3), (m.num_slots, m.slot_size),

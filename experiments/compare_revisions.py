@@ -15,7 +15,6 @@ cent apart; rounds in one process can, given enough of them (the spread of the d
 says how many). The old revision must have the same entry points (`train_step.make_train_step`,
 `init_train_state`, the parts' modules) and read the same config.
 """
-import functools
 import json
 import pathlib
 import re
@@ -26,9 +25,9 @@ import tempfile
 import numpy as np
 from absl import flags
 
-from experiments.benchmark_train import FLAGS, lower_update
+from experiments.benchmark_train import FLAGS
 from experiments.by_turns import run_by_turns
-from experiments.model_parts import compiled_gradient, model_parts
+from experiments.runners import compiled_runner
 from vonet_jax import host_memory, process_setup
 
 flags.DEFINE_string("old", None, "The git revision to compare the working tree with.")
@@ -48,25 +47,6 @@ def export_package(revision: str, directory: pathlib.Path) -> None:
     path.write_text(re.sub(r"\bvonet_jax\b", OLD_PACKAGE, path.read_text()))
 
 
-def update_runner(package: str):
-  """(state, one update of `package` at the config's shapes: state -> (state, loss))."""
-  setup = lower_update(FLAGS.config, package)
-  compiled = setup.lowered.compile()
-
-  def run(state):
-    state, metrics = compiled(state, setup.batch, setup.iteration)
-    return state, metrics["loss"]
-
-  return setup.init_state(), run
-
-
-def part_runner(package: str):
-  """(parameters, the gradient of part --part of `package`: parameters -> (them, gradient))."""
-  module, args, kwargs = model_parts(FLAGS.config, package)[FLAGS.part]
-  compiled, variables = compiled_gradient(FLAGS.config, module, args, kwargs)
-  return variables, lambda v: (v, compiled(v))
-
-
 def main(argv):
   del argv
   if not FLAGS.old:
@@ -74,16 +54,10 @@ def main(argv):
   directory = tempfile.TemporaryDirectory()  # removed when the program ends
   export_package(FLAGS.old, pathlib.Path(directory.name))
   sys.path.insert(0, directory.name)
-  runner = part_runner if FLAGS.part else update_runner
-  runs = {"working tree": runner("vonet_jax"), FLAGS.old: runner(OLD_PACKAGE)}
+  runs = {name: compiled_runner(FLAGS.config, FLAGS.part, package)[1]
+          for name, package in (("working tree", "vonet_jax"), (FLAGS.old, OLD_PACKAGE))}
   host_memory.release_freed_memory()
-  states = {name: state for name, (state, _) in runs.items()}
-
-  def step(name):
-    states[name], out = runs[name][1](states[name])
-    return out
-
-  times = run_by_turns({name: functools.partial(step, name) for name in runs}, FLAGS.rounds)
+  times = run_by_turns(runs, FLAGS.rounds)
   new, old = times.values()
   differences = np.subtract(old, new)
   summary = dict(config=FLAGS.config.data.name, batch_size=FLAGS.config.train.batch_size,

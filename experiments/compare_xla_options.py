@@ -20,7 +20,7 @@ import os
 import numpy as np
 from absl import flags
 
-from experiments.benchmark_train import FLAGS, lower_update
+from experiments.benchmark_train import FLAGS, UpdateLoop, lower_update
 from experiments.by_turns import run_by_turns
 from vonet_jax import host_memory, process_setup
 
@@ -53,13 +53,8 @@ def main(argv):
   fusions = {name: c.as_text().count("kind=kCustom") for name, c in compiled.items()}
   print("library fusions per variant:", fusions, flush=True)
   host_memory.release_freed_memory()
-  holder = [setup.init_state()]  # one state, advanced by every variant in turn
-
-  def step(executable):
-    holder[0], metrics = executable(holder[0], setup.batch, setup.iteration)
-    return metrics["loss"]
-
-  times = run_by_turns({name: functools.partial(step, c) for name, c in compiled.items()},
+  loop = UpdateLoop(setup)  # one state, advanced by every variant in turn
+  times = run_by_turns({name: functools.partial(loop, c) for name, c in compiled.items()},
                        FLAGS.rounds)
   summary = {name: dict(median_s=float(np.median(t)), mean_s=float(np.mean(t)), runs_s=t,
                        library_fusions=fusions[name]) for name, t in times.items()}

@@ -27,8 +27,8 @@ import time
 import jax
 from absl import flags
 
-from experiments.benchmark_train import SETTLE_S, lower_update
-from experiments.model_parts import compiled_gradient, model_parts
+from experiments.benchmark_train import SETTLE_S
+from experiments.runners import compiled_runner
 from vonet_jax import process_setup
 
 FLAGS = flags.FLAGS  # --config, --json_out: benchmark_train's flags; --part: model_parts'
@@ -39,24 +39,6 @@ flags.DEFINE_integer("scope_depth", 3, "Levels of the module path kept in the sc
 _NOT_OPS = re.compile(r"::|^end: |^\$")
 _HLO_METADATA = re.compile(
     r"^\s*(?:ROOT )?%?([\w.\-]+) = ([^{ ]*).*?metadata=\{[^}]*op_name=\"([^\"]*)\"")
-
-
-def compiled_step(config, part):
-  """(compiled executable, () -> its outputs): the update on a fresh state, or a part's
-  gradient."""
-  if part is None:
-    setup = lower_update(config)
-    compiled = setup.lowered.compile()
-    holder = [setup.init_state()]
-
-    def run():
-      holder[0], metrics = compiled(holder[0], setup.batch, setup.iteration)
-      return metrics
-
-    return compiled, run
-  module, args, kwargs = model_parts(config)[part]
-  compiled, variables = compiled_gradient(config, module, args, kwargs)
-  return compiled, lambda: compiled(variables)
 
 
 def op_scopes(hlo_text: str) -> dict:
@@ -135,7 +117,7 @@ def profile(run) -> tuple[float, list]:
 def main(argv):
   del argv
   config = FLAGS.config
-  compiled, run = compiled_step(config, FLAGS.part)
+  compiled, run = compiled_runner(config, FLAGS.part)
   for _ in range(2):  # warm-up
     jax.block_until_ready(run())
     time.sleep(SETTLE_S)

@@ -1,0 +1,19 @@
+"""The compiled update, or one model part's gradient, with a function that runs it once: what
+`profile_ops` profiles and `compare_revisions` times by turns."""
+from experiments.benchmark_train import UpdateLoop, lower_update
+from experiments.model_parts import compiled_gradient, model_parts
+
+
+def compiled_runner(config, part: str | None = None, package: str = "vonet_jax"):
+  """(compiled executable, () -> its outputs). part None: the update at the config's shapes, each
+  run on the state the last one left (`benchmark_train.UpdateLoop`); otherwise the gradient of
+  `model_parts(config)[part]` w.r.t. its parameters, always at the same parameters. `package`:
+  whose modules (`compare_revisions`' copy of another revision)."""
+  if part is None:
+    setup = lower_update(config, package)
+    compiled = setup.lowered.compile()
+    loop = UpdateLoop(setup)
+    return compiled, lambda: loop(compiled)
+  module, args, kwargs = model_parts(config, package)[part]
+  compiled, variables = compiled_gradient(config, module, args, kwargs)
+  return compiled, lambda: compiled(variables)
