@@ -103,11 +103,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   # default) or "rbg" (XLA's RngBitGenerator, keys derived from the step's threefry keys): the
   # same distributions, other numbers, about 3x cheaper on XLA:CPU (README "Performance").
   t.bulk_rng = "threefry"
-  # Return the allocator's freed memory to the OS before every update (not only after compiling):
-  # the same computation; the process's peak stays near the first update's. MOVi-A B=8 on the
-  # eleventh session's CPU: 12.04 GB against 12.99-15.75 GB without (whose resident size grew by
-  # 0.2-0.3 GB per update), iterations 41.7 against 41.6 s (README "Performance").
-  t.release_memory_every_update = True
+  # Return the allocator's freed memory to the OS before every N-th update (0: only once, after
+  # compiling the update). The same computation. Without it the update's and the collection's
+  # buffers fragment what jemalloc keeps and the process grows by 0.05-0.3 GB per update; after a
+  # purge it grows again from the next update on, so only N = 1 keeps MOVi-A B=8 within 12 GB
+  # (twelfth session's CPU: 11.85 GB; N = 4 12.41 GB; never 12.38-12.52 GB after 5 updates, 13.3
+  # after 15). Each purge costs the page faults of refilling that memory in the next update (B=8:
+  # 26.3 s per iteration against 22.5-25.0 s without; README "Performance"). 0 for speed.
+  t.release_memory_every = 1
 
   # --- Replay buffer (SPEC.md section 4) ----------------------------------------------------
   r = config.replay = ml_collections.ConfigDict()

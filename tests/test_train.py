@@ -121,7 +121,7 @@ def test_evaluation_on_the_movi_a_sample(env, tmp_path):
   relative = os.path.relpath(workdir, ROOT)  # as users type it (orbax needs absolute paths)
   result = run_main(env, relative, "--config.train.num_iterations=4", "--config.eval.seeds=2",
                     "--config.checkpoint_every=2",
-                    "--config.train.release_memory_every_update=False", mode="train_eval")
+                    "--config.train.release_memory_every=0", mode="train_eval")
   report = json.loads((workdir / "eval" / "4" / "metrics.json").read_text())
   assert report["num_videos"] == 2 and report["across_seeds"]["fg_ari"]["seeds"] == 2
   for seed in report["per_seed"]:

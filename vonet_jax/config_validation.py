@@ -50,6 +50,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
            f"use a multiple of {num_devices}")
   _require(t.bulk_rng in ("threefry", "rbg"), "train.bulk_rng",
            f"use 'threefry' or 'rbg', got {t.bulk_rng!r}")
+  _require(t.release_memory_every >= 0, "train.release_memory_every",
+           f"must be >= 0 (0: never), got {t.release_memory_every}")
   _require(t.segment_length >= 1, "train.segment_length", f"must be >= 1, got {t.segment_length}")
   _require(t.num_iterations >= 1, "train.num_iterations", f"must be >= 1, got {t.num_iterations}")
   _require(r.num_workers >= 1, "replay.num_workers", f"must be >= 1, got {r.num_workers}")

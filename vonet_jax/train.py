@@ -171,6 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   picture_key = jax.random.key(config.seed + 2)
   last_metrics: dict[str, Any] = {}
   compiled_update = None  # `update`, compiled at this process's first update
+  purge_every = config.train.release_memory_every  # jemalloc purged before every N-th update
   eval_summary: Optional[dict] = None
   logging.info("Training from iteration %d to %d (updates start at %d).", iteration,
                config.train.num_iterations, first_update)
@@ -192,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if compiled_update is None:
         compiled_update = update.lower(state, batch, step).compile()
         host_memory.release_freed_memory()  # the compiler's freed memory (host_memory says why)
-      elif config.train.release_memory_every_update:  # bounds the peak; costs page faults
+      elif purge_every and iteration % purge_every == 0:  # bounds the peak; costs page faults
         host_memory.release_freed_memory()
       state, metrics = compiled_update(state, batch, step)
       collector.read_ahead()  # host work while the device runs the update
