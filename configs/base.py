@@ -107,7 +107,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # compiling the update). The same computation. Without it the update's and the collection's
   # buffers fragment what jemalloc keeps and the process grows by 0.05-0.3 GB per update; after a
   # purge it grows again from the next update on, so only N = 1 keeps MOVi-A B=8 within 12 GB
-  # (twelfth session's CPU: 11.85 GB; N = 4 12.41 GB; never 12.38-12.52 GB after 5 updates, 13.3
+  # (twelfth session's CPU: 11.85 GB; N = 4 12.44 GB; never 12.38-12.52 GB after 5 updates, 13.34
   # after 15). Each purge costs the page faults of refilling that memory in the next update (B=8:
   # 26.3 s per iteration against 22.5-25.0 s without; README "Performance"). 0 for speed.
   t.release_memory_every = 1
