@@ -186,3 +186,29 @@ def test_profile_ops_sums_the_traced_ops_by_kind_and_module_scope():
   assert sum(s for _, s, _ in result["op"]) == pytest.approx(sum(s for _, s in events), abs=1e-3)
   scope_names = {key for key, _, _ in result["scope"]}
   assert {"forward: layers_0", "backward: layers_2"} <= scope_names, scope_names
+
+
+def test_cycles_by_library_groups_perf_samples_by_the_code_that_spent_them():
+  from experiments.cycles_by_library import shares
+
+  pack = "Eigen::internal::gemm_pack_colmajor_block<float, long, Eigen::internal::"
+  report = "\n".join([  # `perf report -F sample,dso,sym --field-separator=;` rows
+      " 2000       ;[JIT] tid 6963      ;[.] jit_avx512_common_gemm_f32_xbyak_gemm.8",
+      " 100        ;[JIT] tid 6963      ;[.] jit_avx2_kernel_sgemm_kern.5",
+      " 500        ;libjax_common.so    ;[.] " + pack + "TensorContractionSubMapper<float, long, "
+      "0, Eigen::TensorReshapingOp<Eigen::DSizes<long, 2> const, Eigen::TensorImagePatchOp<-1l>>>",
+      " 400        ;libjax_common.so    ;[.] " + pack + "TensorContractionSubMapper<float, long, 1>",
+      " 300        ;libjax_common.so    ;[.] ynn::sum_k1_fp32_avx512",
+      " 200        ;[kernel.kallsyms]   ;[k] clear_page_erms",
+      " 91         ;[JIT] tid 6963      ;[.] 0x00007fb6a4c9d23f",
+      " 9          ;[JIT] tid 6963      ;[.] 0x00007fb6a4c9d246",
+      " 200        ;libjax_common.so    ;[.] Eigen::RunQueue<tsl::thread::EigenEnvironment::Task,"
+      " 1024u>::PopBack",
+      " 200        ;libc.so.6           ;[.] __memmove_avx512_unaligned_erms",
+      "",
+      "# a comment line",
+  ])
+  assert shares(report) == {  # of 4000 samples
+      "gemm kernels": 52.5, "operand packing: image patches": 12.5,
+      "operand packing: matrices": 10.0, "YNNPACK": 7.5, "OS kernel": 5.0, "Eigen other": 5.0,
+      "other": 5.0, "XLA fusions": 2.5}

@@ -258,12 +258,12 @@ def _causal_blocks(length: int, num_blocks: int):
   return [(start, start + block) for start in range(0, length, block)]
 
 
-def _block_logits(q, k, start: int, end: int):
-  """Masked float32 logits [B, H, end - start, end] of queries [start, end) over keys [0, end);
-  q, k: [B, H, T, Dh]."""
-  mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]  # [block, end]
-  return _masked_logits(q[:, :, start:end], k[:, :, :end], mask[None, None],
-                        "bhtd,bhsd->bhts")
+def _block_logits(q_block, k_window, start: int):
+  """Masked float32 logits [B, H, block, end] of the queries [start, start + block) over the keys
+  [0, end); q_block: [B, H, block, Dh], k_window: [B, H, end, Dh]."""
+  block, end = q_block.shape[2], k_window.shape[2]
+  mask = jnp.arange(end)[None, :] <= jnp.arange(start, start + block)[:, None]  # [block, end]
+  return _masked_logits(q_block, k_window, mask[None, None], "bhtd,bhsd->bhts")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -277,8 +277,9 @@ def _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, re
   full_shape = (batch, heads, length, length)
   outs, saved_p, masks = [], [], []
   for start, end in _causal_blocks(length, num_blocks):
-    out, p, bits = _attend_dropped(_block_logits(q, k, start, end), v[:, :, :end], key,
-                                   keep_prob, dtype, (full_shape, (0, 0, start, 0)))
+    out, p, bits = _attend_dropped(_block_logits(q[:, :, start:end], k[:, :, :end], start),
+                                   v[:, :, :end], key, keep_prob, dtype,
+                                   (full_shape, (0, 0, start, 0)))
     outs.append(out)  # [B, H, block, Dh]
     masks.append(bits)
     saved_p.append(None if recompute else p)  # [B, H, block, end] float32
@@ -287,26 +288,30 @@ def _blocked_causal_attention_fwd(q, k, v, key, keep_prob, dtype, num_blocks, re
 
 def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, g):
   q, k, v, saved_p, masks = res
-  dq, dk, dv = jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)
+  dq_blocks, dk, dv = [], jnp.zeros_like(k), jnp.zeros_like(v)
   for (start, end), p, bits in zip(_causal_blocks(q.shape[2], num_blocks), saved_p, masks):
     g_block = g[:, :, start:end]  # [B, H, block, Dh]
-    logits_fn = functools.partial(_block_logits, start=start, end=end)
-    # q, k, v tied to the cotangent (like the mask's bits): else XLA:CPU shares the backward's
-    # slices of them with the forward's and keeps every block's slices alive (4.5 copies of v
-    # and k per layer); with recompute, it would also recompute every block's P right after the
-    # forward pass and keep them all alive, saving nothing.
-    q_t, k_t, v_t = (tie_floats_to(a, g_block) for a in (q, k, v))
+    # The block's q and its k, v windows tied to the cotangent (like the mask's bits): else
+    # XLA:CPU shares the backward's slices with the forward's and keeps every block's slices
+    # alive (4.5 copies of v and k per layer); with recompute, it would also recompute every
+    # block's P right after the forward pass and keep them all alive, saving nothing.
+    q_block, k_window, v_window = (tie_floats_to(a, g_block)
+                                   for a in (q[:, :, start:end], k[:, :, :end], v[:, :, :end]))
+    logits_fn = functools.partial(_block_logits, start=start)
     if recompute:
-      logits, logits_vjp = jax.vjp(logits_fn, q_t, k_t)
+      logits, logits_vjp = jax.vjp(logits_fn, q_block, k_window)
       p = jax.nn.softmax(logits, axis=-1)
     else:
-      _, logits_vjp = jax.vjp(logits_fn, q_t, k_t)  # its forward is unused: XLA drops it
-    dlogits, dv_block = _backward_from_probabilities(p, v_t[:, :, :end], bits, keep_prob, dtype,
-                                                     g_block)
-    dq_block, dk_block = logits_vjp(dlogits)
-    dq, dk = dq + dq_block, dk + dk_block
-    dv = dv.at[:, :, :end].add(dv_block)
-  return dq, dk, dv, None
+      _, logits_vjp = jax.vjp(logits_fn, q_block, k_window)  # its forward is unused: XLA drops it
+    dlogits, dv_window = _backward_from_probabilities(p, v_window, bits, keep_prob, dtype,
+                                                      g_block)
+    dq_block, dk_window = logits_vjp(dlogits)
+    # Each block's dq is its own rows; dk and dv gather over the key windows, added in place
+    # (the window gradients of q and k, not gradients padded to [B, H, T, Dh] and summed).
+    dq_blocks.append(dq_block)
+    dk = dk.at[:, :, :end].add(dk_window)
+    dv = dv.at[:, :, :end].add(dv_window)
+  return jnp.concatenate(dq_blocks, axis=2), dk, dv, None
 
 
 _blocked_causal_attention.defvjp(_blocked_causal_attention_fwd, _blocked_causal_attention_bwd)
