@@ -23,7 +23,6 @@ from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.lean_backward import (LayerNorm, pack_bits, relu, tie_bits_to, tie_floats_to,
                                             tie_key_to, unpack_bits)
-from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
 ATTENTION_IMPLS = ("xla", "einsum")
@@ -112,10 +111,9 @@ def _dropped(probs, key, keep_prob, box):
   """
   key = tie_key_to(key, probs)
   if box is None:
-    keep = random_box.bernoulli(key, keep_prob, probs.shape)
+    bits = pack_bits(random_box.bernoulli(key, keep_prob, probs.shape))
   else:
-    keep = bernoulli_box(key, keep_prob, *box, size=probs.shape)
-  bits = pack_bits(keep)
+    bits = random_box.bernoulli_box_bits(key, keep_prob, *box, size=probs.shape)
   return bits, _apply_mask(bits, probs, keep_prob)
 
 
