@@ -6,9 +6,7 @@ import pytest
 
 from jax.extend.random import threefry2x32_p
 
-from vonet_jax.models.lean_backward import pack_bits
-from vonet_jax.models.random_box import (bernoulli, bernoulli_box, bernoulli_box_bits, gumbel,
-                                        threefry2x32)
+from vonet_jax.models.random_box import bernoulli, bernoulli_box, gumbel, threefry2x32
 
 SHAPE = (3, 2, 16, 16)
 BOXES = [((0, 0, 0, 0), SHAPE), ((0, 0, 4, 0), (3, 2, 4, 8)), ((1, 1, 3, 5), (2, 1, 5, 11))]
@@ -20,16 +18,6 @@ def test_threefry_box_is_the_box_of_the_full_draw(key, start, size):
   full = jax.random.bernoulli(key, 0.9, SHAPE)
   box = jax.jit(lambda k: bernoulli_box(k, 0.9, SHAPE, start, size))(key)
   np.testing.assert_array_equal(box, full[tuple(slice(s, s + n) for s, n in zip(start, size))])
-
-
-@pytest.mark.parametrize("key", [jax.random.key(5), jax.random.PRNGKey(7),
-                                 jax.random.key(6, impl="rbg")], ids=["typed", "raw", "rbg"])
-@pytest.mark.parametrize("start,size", BOXES)  # last axes of 16, 8 (hashed by bytes) and 11
-def test_box_bits_are_the_packed_box(key, start, size):
-  bits = jax.jit(lambda k: bernoulli_box_bits(k, 0.9, SHAPE, start, size))(key)
-  packed = pack_bits(bernoulli_box(key, 0.9, SHAPE, start, size))
-  assert bits.dtype == jnp.uint8 and bits.shape == size[:-1] + (-(-size[-1] // 8),)
-  np.testing.assert_array_equal(bits, packed)
 
 
 def test_unrolled_threefry_equals_jax_primitive():

@@ -5,14 +5,12 @@ box `[start, start + size)`, bit for bit, for threefry keys (jax's default) unde
 `jax_threefry_partitionable=True`, where the random bits of an element are threefry-2x32 of the
 key and the element's row-major index in `shape`. Only the box's elements are hashed, so the
 causal decoder attention can draw the dropout mask of its unmasked blocks alone
-(`transformer.causal_dropout_attention`) and still apply the plain path's mask;
-`bernoulli_box_bits` draws the same box as packed bits, the form that attention keeps for its
-backward pass. `gumbel(key, shape)` equals `jax.random.gumbel(key, shape, float32)` bit for bit
-(the dVAE's Gumbel noise), `bernoulli(key, p, shape)` `jax.random.bernoulli` (the decoder's other
-dropout masks).
+(`transformer.causal_dropout_attention`) and still apply the plain path's mask. `gumbel(key,
+shape)` equals `jax.random.gumbel(key, shape, float32)` bit for bit (the dVAE's Gumbel noise),
+`bernoulli(key, p, shape)` `jax.random.bernoulli` (the decoder's other dropout masks).
 
-All of them hash with `threefry2x32`, an unrolled copy of jax's threefry primitive, which XLA:CPU
-fuses with the comparison or the logarithms that use the bits (jax's CPU lowering is a loop that
+All three hash with `threefry2x32`, an unrolled copy of jax's threefry primitive, which XLA:CPU fuses
+with the comparison or the logarithms that use the bits (jax's CPU lowering is a loop that
 writes its state to memory each step). The tests compare each function with jax's own draw; a
 jax release that draws differently fails them.
 
@@ -96,47 +94,15 @@ def bernoulli_box(key, p: float, shape: Sequence[int], start: Sequence[int],
   Returns:
     bool [*size]; for threefry keys bit-identical to the box of the full draw (module docstring).
   """
-  shape, start, size = _checked_box(shape, start, size)
-  if not _is_partitionable_threefry(key):
-    box_index = int(np.ravel_multi_index(start, shape)) if math.prod(shape) else 0
-    return jax.random.bernoulli(jax.random.fold_in(key, box_index), p, size)
-  return _uniform(key, shape, _row_major_index(shape, start, size)) < jnp.float32(p)
-
-
-def bernoulli_box_bits(key, p: float, shape: Sequence[int], start: Sequence[int],
-                       size: Sequence[int]):
-  """`pack_bits(bernoulli_box(key, p, shape, start, size))`: the box's draw as bits, uint8
-  [*size[:-1], size[-1] / 8], bit j of byte i = element 8 i + j of the last axis
-  (`lean_backward.pack_bits`).
-
-  For threefry keys and a last axis of a multiple of 8, each byte's eight draws are hashed side by
-  side in one elementwise loop, which XLA:CPU vectorises over the bytes; packing the drawn
-  booleans reduces over groups of 8 instead, about 20 % slower for a block of the decoder's
-  attention-dropout mask. Otherwise it packs `bernoulli_box`'s draw. The same bits either way.
-  """
-  shape, start, size = _checked_box(shape, start, size)
-  if not _is_partitionable_threefry(key) or size[-1] % 8:
-    from vonet_jax.models.lean_backward import pack_bits  # lean_backward does not import this
-    return pack_bits(bernoulli_box(key, p, shape, start, size))
-  byte_size = size[:-1] + (size[-1] // 8,)
-  # Element 8 i of each group: the box's row-major index at column i, moved to column 8 i.
-  column = jax.lax.broadcasted_iota(jnp.uint32, byte_size, len(byte_size) - 1)
-  first = _row_major_index(shape, start, byte_size) + np.uint32(7) * column
-  bits = jnp.zeros(byte_size, jnp.uint8)
-  for j in range(8):
-    keep = _uniform(key, shape, first + np.uint32(j)) < jnp.float32(p)
-    bits = bits | (keep.astype(jnp.uint8) << np.uint8(j))
-  return bits
-
-
-def _checked_box(shape, start, size):
-  """(shape, start, size) as tuples, after checking that the box lies inside the shape."""
   shape, start, size = tuple(shape), tuple(start), tuple(size)
   if not len(shape) == len(start) == len(size):
     raise ValueError(f"box start {start} / size {size} do not match the shape {shape}")
   if any(s < 0 or s + n > d for s, n, d in zip(start, size, shape)):
     raise ValueError(f"box start {start} size {size} is not inside the shape {shape}")
-  return shape, start, size
+  if not _is_partitionable_threefry(key):
+    box_index = int(np.ravel_multi_index(start, shape)) if math.prod(shape) else 0
+    return jax.random.bernoulli(jax.random.fold_in(key, box_index), p, size)
+  return _uniform_box(key, shape, start, size) < jnp.float32(p)
 
 
 def bernoulli(key, p: float, shape: Sequence[int]):
@@ -144,7 +110,7 @@ def bernoulli(key, p: float, shape: Sequence[int]):
   shape = tuple(shape)
   if not _is_partitionable_threefry(key) or math.prod(shape) >= 2 ** 32:
     return jax.random.bernoulli(key, p, shape)
-  return _uniform(key, shape, _row_major_index(shape, (0,) * len(shape), shape)) < jnp.float32(p)
+  return _uniform_box(key, shape, (0,) * len(shape), shape) < jnp.float32(p)
 
 
 def gumbel(key, shape: Sequence[int]):
@@ -160,19 +126,19 @@ def gumbel(key, shape: Sequence[int]):
   if (not _is_partitionable_threefry(key) or jax.config.jax_high_dynamic_range_gumbel
       or math.prod(shape) >= 2 ** 32):
     return jax.random.gumbel(key, shape, jnp.float32)
-  uniform = _uniform(key, shape, _row_major_index(shape, (0,) * len(shape), shape))  # [0, 1)
+  uniform = _uniform_box(key, shape, (0,) * len(shape), shape)  # [0, 1)
   # jax.random.uniform(minval=tiny, maxval=1): floats * (1 - tiny) + tiny, at least tiny.
   tiny = np.float32(np.finfo(np.float32).tiny)
   uniform = jnp.maximum(tiny, uniform * (np.float32(1.0) - tiny) + tiny)
   return -jnp.log(-jnp.log(uniform))
 
 
-def _uniform(key, shape, index):
-  """float32 in [0, 1), index's shape: `jax.random.uniform(key, shape)`'s floats (threefry) at
-  the row-major indices `index` (uint32) of elements of `shape`."""
+def _uniform_box(key, shape, start, size):
+  """float32 [*size] in [0, 1): the box of `jax.random.uniform(key, shape)`'s floats (threefry)."""
   if math.prod(shape) >= 2 ** 32:
     raise ValueError(f"random_box supports draws of fewer than 2**32 elements, got {shape}")
   data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  index = _row_major_index(shape, start, size)
   # jax's partitionable threefry bits: counts (high word, low word) = (0, index), bits1 ^ bits2.
   bits1, bits2 = threefry2x32(data[0], data[1], jnp.zeros_like(index), index)
   # jax.random.uniform's float32: 23 random mantissa bits with exponent 0, minus 1, in [0, 1).

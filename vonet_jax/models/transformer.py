@@ -23,6 +23,7 @@ from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.lean_backward import (LayerNorm, pack_bits, relu, tie_bits_to, tie_floats_to,
                                             tie_key_to, unpack_bits)
+from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
 ATTENTION_IMPLS = ("xla", "einsum")
@@ -111,9 +112,10 @@ def _dropped(probs, key, keep_prob, box):
   """
   key = tie_key_to(key, probs)
   if box is None:
-    bits = pack_bits(random_box.bernoulli(key, keep_prob, probs.shape))
+    keep = random_box.bernoulli(key, keep_prob, probs.shape)
   else:
-    bits = random_box.bernoulli_box_bits(key, keep_prob, *box, size=probs.shape)
+    keep = bernoulli_box(key, keep_prob, *box, size=probs.shape)
+  bits = pack_bits(keep)
   return bits, _apply_mask(bits, probs, keep_prob)
 
 
