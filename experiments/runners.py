@@ -1,5 +1,5 @@
 """The compiled update, or one model part's gradient, with a function that runs it once: what
-`profile_ops` profiles and `compare_revisions` times by turns."""
+`profile_ops` profiles, `cycles_by_library` samples and `compare_revisions` times by turns."""
 from experiments.benchmark_train import UpdateLoop, lower_update
 from experiments.model_parts import compiled_gradient, model_parts
 
