@@ -42,7 +42,7 @@ from absl import flags
 from experiments.benchmark_train import SETTLE_S
 from experiments.compiled_stats import compiled_cost
 from experiments.runners import compiled_runner
-from experiments.timing import matmul_gflops
+from experiments.timing import matmul_gflops, run_times
 from vonet_jax import process_setup
 
 FLAGS = flags.FLAGS  # --config, --json_out: benchmark_train's flags; --part: model_parts'
@@ -85,7 +85,7 @@ def shares(report: str) -> dict:
 
 def sampled(run, runs: int, frequency: int) -> tuple[str, float, float]:
   """(`perf report` text, wall seconds, CPU seconds of this process) of `runs` calls of
-  run(), awaited, under `perf record`."""
+  run(), awaited, under `perf record` (the pauses between them not counted)."""
   if shutil.which("perf") is None:
     raise SystemExit("perf not found: install Linux perf (Debian/Ubuntu: apt-get install "
                      "linux-perf) to sample the CPU cycles")
@@ -98,10 +98,11 @@ def sampled(run, runs: int, frequency: int) -> tuple[str, float, float]:
     if recorder.poll() is not None:
       raise SystemExit(f"perf record failed: {recorder.stderr.read().decode().strip()} "
                        "(sampling one's own process needs kernel.perf_event_paranoid <= 2)")
-    cpu_start, start = _cpu_seconds(), time.perf_counter()
-    for _ in range(runs):
-      jax.block_until_ready(run())
-    wall_s, cpu_s = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    cpu_start = _cpu_seconds()
+    # Each run followed by a pause, as in the benchmark: back to back, a run allocates its
+    # buffers before the last one's are freed, in fresh pages that the OS must zero first.
+    wall_s = sum(run_times(run, runs, pause_s=SETTLE_S))
+    cpu_s = _cpu_seconds() - cpu_start
     recorder.send_signal(signal.SIGINT)
     recorder.wait()
     report = subprocess.run(
