@@ -29,14 +29,12 @@ import collections
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 
-import jax
 from absl import flags
 
 from experiments.benchmark_train import SETTLE_S
@@ -98,11 +96,11 @@ def sampled(run, runs: int, frequency: int) -> tuple[str, float, float]:
     if recorder.poll() is not None:
       raise SystemExit(f"perf record failed: {recorder.stderr.read().decode().strip()} "
                        "(sampling one's own process needs kernel.perf_event_paranoid <= 2)")
-    cpu_start = _cpu_seconds()
+    cpu_start = time.process_time()  # this process's CPU seconds, all threads
     # Each run followed by a pause, as in the benchmark: back to back, a run allocates its
     # buffers before the last one's are freed, in fresh pages that the OS must zero first.
     wall_s = sum(run_times(run, runs, pause_s=SETTLE_S))
-    cpu_s = _cpu_seconds() - cpu_start
+    cpu_s = time.process_time() - cpu_start
     recorder.send_signal(signal.SIGINT)
     recorder.wait()
     report = subprocess.run(
@@ -112,19 +110,12 @@ def sampled(run, runs: int, frequency: int) -> tuple[str, float, float]:
   return report, wall_s, cpu_s
 
 
-def _cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
 def main(argv):
   del argv
   os.environ.setdefault("ONEDNN_JIT_PROFILE", "2")  # oneDNN writes /tmp/perf-<pid>.map
   config = FLAGS.config
   compiled, run = compiled_runner(config, FLAGS.part)
-  for _ in range(2):  # warm-up
-    jax.block_until_ready(run())
-    time.sleep(SETTLE_S)
+  run_times(run, 2, pause_s=SETTLE_S)  # warm-up
   report, wall_s, cpu_s = sampled(run, FLAGS.updates, FLAGS.frequency)
   groups = shares(report)
   gflop = compiled_cost(compiled) / 1e9
