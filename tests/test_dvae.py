@@ -137,3 +137,19 @@ def test_gumbel_softmax_of_logits_equals_that_of_their_log_softmax():
   np.testing.assert_array_equal(tokens, ref_tokens)
   np.testing.assert_allclose(relaxed, ref_relaxed, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_first_argmax_equals_jnp_argmax_with_ties_and_nans():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, 5, 33)).astype(np.float32)
+  x[0, 0, [3, 7]] = 9.0  # a tie at the maximum: the first index
+  x[0, 1, [2, 30]] = np.nan  # NaNs: the first NaN
+  x[0, 2, 5] = np.inf
+  x[0, 3] = -np.inf  # all -inf: index 0
+  x[0, 4] = 0.0
+  x[0, 4, 1] = -0.0  # -0 and +0 are equal maxima
+  x[1] = np.round(x[1])  # many ties
+  expected = np.asarray(jnp.argmax(jnp.asarray(x), axis=-1))
+  got = np.asarray(jax.jit(dvae.first_argmax)(jnp.asarray(x)))
+  assert got.dtype == np.int32
+  np.testing.assert_array_equal(got, expected)

@@ -76,7 +76,22 @@ def gumbel_softmax(log_probs, tau, rng):
   # random_box.gumbel is jax.random.gumbel bit for bit, fused into one loop on XLA:CPU.
   gumbel = random_box.gumbel(tie_key_to(rng, log_probs), log_probs.shape)  # [..., V]
   relaxed = jax.nn.softmax((log_probs.astype(jnp.float32) + gumbel) / tau, axis=-1)
-  return relaxed, jnp.argmax(relaxed, axis=-1).astype(jnp.int32)
+  return relaxed, first_argmax(relaxed)
+
+
+def first_argmax(x):
+  """`jnp.argmax(x, axis=-1)` as int32, computed as two reductions: the maximum, then the first
+  index that holds it (the first NaN where there is one, as jnp.argmax).
+
+  The same indices, ties and NaNs included. XLA:CPU runs jnp.argmax's (value, index) reduction as
+  a scalar loop: 111 ms for the dVAE's [12, 32, 32, 4096] sample at MOVi-A B=4 on 2 cores, against
+  32 ms for these two vectorised reductions (alone; the whole update by turns: faster in 5 of 10
+  rounds, mean gain 0.02 s, within its 0.15 s standard error).
+  """
+  top = jnp.max(x, axis=-1, keepdims=True)  # NaN where x has a NaN
+  hit = (x == top) | (jnp.isnan(x) & jnp.isnan(top))
+  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  return jnp.min(jnp.where(hit, index, x.shape[-1]), axis=-1)
 
 
 class DVAEEncoder(nn.Module):
