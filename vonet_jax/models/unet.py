@@ -14,20 +14,24 @@ from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
 from vonet_jax.models.lean_backward import InstanceNorm, max_pool2
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet_input import FusedUNetInput
+from vonet_jax.models.upsampled_conv import UpsampledWithSkip
+
+# Inputs kept as their parts, each with its own 3x3 convolution.
+_INPUTS_AS_PARTS = (FusedUNetInput, UpsampledWithSkip)
 
 
 class ConvNormRelu(nn.Module):
   """conv3x3 (no bias; `conv3x3.conv3x3`) -> InstanceNorm (affine, eps 1e-5) -> ReLU.
 
-  x: [N, h, w, C] maps, or a `FusedUNetInput` whose convolution is computed from its parts
-  (the same parameters) -> [N, h, w, channels].
+  x: [N, h, w, C] maps, or a `FusedUNetInput` or `UpsampledWithSkip` whose convolution is
+  computed from its parts (the same parameters) -> [N, h, w, channels].
   """
   channels: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    if isinstance(x, FusedUNetInput):
+    if isinstance(x, _INPUTS_AS_PARTS):
       kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
       x = x.conv3x3(kernel.astype(self.dtype))
     else:  # nn.Conv(channels, (3, 3), padding=1, use_bias=False)'s parameters and function
@@ -38,11 +42,6 @@ class ConvNormRelu(nn.Module):
     # (tests/test_train.py, XLA optimisations off) reached a NaN loss at its 4th iteration, though
     # the U-Net's gradients are bit for bit the same in isolation (README "Performance").
     return nn.relu(x)
-
-
-def upsample2(x):
-  """Nearest-neighbour 2x upsampling: [N, h, w, C] -> [N, 2h, 2w, C]."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 def up_channels(down_channels: Sequence[int]) -> list[int]:
@@ -98,10 +97,10 @@ class UNet(nn.Module):
     x = x.reshape(b * k, bh, bw, bc)
     out_channels = up_channels(self.channels)
     for j, skip in enumerate(reversed(skips)):
-      x = jnp.concatenate([x, skip], axis=-1)
+      # concat([x, skip]), and from the second block on concat([upsample2(x), skip]), whose
+      # convolution runs on x's own grid (`upsampled_conv`: the same function, fewer FLOPs).
+      x = jnp.concatenate([x, skip], axis=-1) if j == 0 else UpsampledWithSkip(x, skip)
       x = block_cls(out_channels[j], dtype=self.dtype, name=f"up{j}")(x)
-      if j < len(skips) - 1:
-        x = upsample2(x)
     init = nn.initializers.zeros_init() if self.zero_output else nn.linear.default_kernel_init
     delta = PointwiseConv(1, dtype=self.dtype, kernel_init=init, name="out")(x)  # [N, h, w, 1]
     return delta.reshape(b, k, h, w).astype(jnp.float32)
