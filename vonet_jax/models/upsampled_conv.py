@@ -30,6 +30,7 @@ from vonet_jax.models.conv3x3 import conv3x3
 # of the 2x2 window of phase a (module docstring).
 _PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
                         [[1, 1, 0], [0, 0, 1]]], np.float32)  # [2 (a), 2 (u), 3 (t)]
+_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def upsample2(x):
@@ -58,9 +59,6 @@ def conv3x3_of_upsampled(x, kernel):
   rows = [jnp.stack([y[:, a:a + h, b:b + w, a, b] for b in range(2)], axis=3)
           for a in range(2)]  # each [N, h, w, 2 (b), O]
   return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, out)  # [N, h, 2 (a), w, 2 (b), O]
-
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @jax.custom_vjp
