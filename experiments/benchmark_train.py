@@ -82,6 +82,23 @@ def lower_update(config, package: str = "vonet_jax") -> UpdateSetup:
   return UpdateSetup(mesh, lowered, abstract_state, batch, iteration, init_state)
 
 
+def collection_runner(config, mesh, variables, package: str = "vonet_jax"):
+  """(the compiled replay collection step, () -> its outputs): one collection iteration, all
+  workers x `replay.frames_per_iteration` random frames from zero states, with `variables`
+  (params and batch_stats, replicated on `mesh`). `package` as in `lower_update`."""
+  sharding, train_step = (importlib.import_module(f"{package}.{name}")
+                          for name in ("sharding", "train_step"))
+  r, m, res = config.replay, config.model, config.data.resolution
+  rng = np.random.default_rng(1)
+  inputs = sharding.global_batch(mesh, (
+      rng.integers(0, 256, (r.num_workers, r.frames_per_iteration, res, res, 3), dtype=np.uint8),
+      np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32),
+      np.zeros((r.num_workers, r.frames_per_iteration), bool)))
+  key = jax.random.key(0)
+  compiled = train_step.make_collect_step(config, mesh).lower(variables, *inputs, key).compile()
+  return compiled, lambda: compiled(variables, *inputs, key)
+
+
 class UpdateLoop:
   """Compiled updates run one after another on the state this carries (`setup.init_state()` at
   first): `loop(executable)` runs one update of `executable` (a compile of `setup.lowered`) on
@@ -128,16 +145,11 @@ def main(argv):
     figures["update_s"] = float(np.median(update_runs))
     figures["update_runs_s"] = [round(t, 3) for t in update_runs]  # the spread within this window
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    variables = dict(params=loop.state.params, batch_stats=loop.state.batch_stats)
+    run_collect = collection_runner(config, mesh, variables)[1]
+    figures["collect_s"] = median_time(run_collect, FLAGS.repeats, warmup=1)
     r, m = config.replay, config.model
     res = config.data.resolution
-    collect = train_step.make_collect_step(config, mesh)
-    inputs = sharding.global_batch(mesh, (
-        rng.integers(0, 256, (r.num_workers, r.frames_per_iteration, res, res, 3), dtype=np.uint8),
-        np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32),
-        np.zeros((r.num_workers, r.frames_per_iteration), bool)))
-    variables = dict(params=loop.state.params, batch_stats=loop.state.batch_stats)
-    run_collect = lambda: collect(variables, *inputs, jax.random.key(0))
-    figures["collect_s"] = median_time(run_collect, FLAGS.repeats, warmup=1)
     buffer = replay.ReplayBuffer(r.num_workers, 64, (res, res, 3), (m.num_slots, m.slot_size),
                                  config.train.segment_length)
     for _ in range(32):

@@ -14,8 +14,10 @@ from vonet_jax import train_step
 # The --part flag of the scripts that can take one part instead of the whole update
 # (compare_revisions, profile_ops, cycles_by_library), defined once here so that all import into
 # one process.
-flags.DEFINE_enum("part", None, ["backbone", "unet", "mask_transformer", "dvae", "decoder"],
-                  "A part of experiments.model_parts alone instead of the whole update.")
+flags.DEFINE_enum("part", None,
+                  ["backbone", "unet", "mask_transformer", "dvae", "decoder", "collection"],
+                  "A part of experiments.model_parts alone (forward + backward), or the replay "
+                  "collection step, instead of the whole update.")
 
 
 def bulk_key(config, seed: int):

@@ -4,9 +4,10 @@
     python -m experiments.profile_ops --config=configs/movi_a.py --config.train.batch_size=4 \\
         --part=decoder
 
-Compiles the whole update (or one part of `experiments.model_parts`, forward + backward), runs it
-twice to warm up, then once under `jax.profiler`, and reads the trace's XLA:CPU op events (one
-per fusion, dot, convolution, copy... on each of XLA's worker threads). Prints the op time summed
+Compiles the whole update (or one part of `experiments.model_parts`, forward + backward, or with
+--part=collection the replay collection step), runs it twice to warm up, then once under
+`jax.profiler`, and reads the trace's XLA:CPU op events (one per fusion, dot, convolution,
+copy... on each of XLA's worker threads). Prints the op time summed
 three ways: by op kind (the HLO name without its number: `transpose_copy_fusion`, `ynn_fusion`,
 `dot`, ...), by scope (the model module that emitted the op, from the compiled HLO's `op_name`
 metadata, cut to `--scope_depth` levels, forward and backward apart), and the `--top` single ops

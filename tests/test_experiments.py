@@ -137,7 +137,7 @@ def test_compare_revisions_exports_the_old_package_under_its_own_name(tmp_path):
   assert "from vonet_jax_old.models" in sources and "from vonet_jax." not in sources
 
 
-@pytest.mark.parametrize("part", [None, "unet"])
+@pytest.mark.parametrize("part", [None, "unet", "collection"])
 def test_compare_revisions_alternates_the_working_tree_and_an_old_revision(tmp_path, part):
   out_json = tmp_path / "compare.json"
   subprocess.run([sys.executable, "-m", "experiments.compare_revisions",
