@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from experiments.compiled_stats import compiled_figures
 from experiments.timing import cores_busy, matmul_gflops, median_time, run_times, stream_gbs
-from vonet_jax import host_memory, process_setup, replay, sharding, train_step
+from vonet_jax import host_memory, process_setup, replay
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
