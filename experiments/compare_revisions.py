@@ -6,14 +6,15 @@
 `compare_xla_options` does this for compiler options; this does it for code. The package
 `vonet_jax` of revision --old is copied out of git into a temporary directory as `vonet_jax_old`
 (its imports renamed), both packages' updates are lowered and compiled at the config's shapes
-(`benchmark_train.lower_update`; with --part, one part of `experiments.model_parts`: its forward
-+ backward alone; --part=collection: the replay collection step), and the two executables run by turns, each round in the reverse order of the
-last, after one untimed round. Prints each run, both medians and means, and in how many rounds
-the working tree was faster (--json_out: also to a JSON file). On this shared machine an update's
-time drifts by a third within minutes: separate benchmark runs cannot tell changes of a few per
-cent apart; rounds in one process can, given enough of them (the spread of the differences
-says how many). The old revision must have the same entry points (`train_step.make_train_step`,
-`init_train_state`, `make_collect_step`, the parts' modules) and read the same config.
+(`benchmark_train.lower_update`; with --part, one part of `experiments.model_parts`: its forward +
+backward alone; --part=collection: the replay collection step), and the two executables run by
+turns, each round in the reverse order of the last, after one untimed round. Prints each run, both
+medians and means, and in how many rounds the working tree was faster (--json_out: also to a JSON
+file). On this shared machine an update's time drifts by a third within minutes: separate benchmark
+runs cannot tell changes of a few per cent apart; rounds in one process can, given enough of them
+(the spread of the differences says how many). The old revision must have the same entry points
+(`train_step.make_train_step`, `init_train_state`, `make_collect_step`, the parts' modules) and
+read the same config.
 """
 import json
 import pathlib

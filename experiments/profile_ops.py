@@ -6,12 +6,11 @@
 
 Compiles the whole update (or one part of `experiments.model_parts`, forward + backward, or with
 --part=collection the replay collection step), runs it twice to warm up, then once under
-`jax.profiler`, and reads the trace's XLA:CPU op events (one per fusion, dot, convolution,
-copy... on each of XLA's worker threads). Prints the op time summed
-three ways: by op kind (the HLO name without its number: `transpose_copy_fusion`, `ynn_fusion`,
-`dot`, ...), by scope (the model module that emitted the op, from the compiled HLO's `op_name`
-metadata, cut to `--scope_depth` levels, forward and backward apart), and the `--top` single ops
-(with their result shapes and scopes).
+`jax.profiler`, and reads the trace's XLA:CPU op events (one per fusion, dot, convolution, copy...
+on each of XLA's worker threads). Prints the op time summed three ways: by op kind (the HLO name
+without its number: `transpose_copy_fusion`, `ynn_fusion`, `dot`, ...), by scope (the model module
+that emitted the op, from the compiled HLO's `op_name` metadata, cut to `--scope_depth` levels,
+forward and backward apart), and the `--top` single ops (with their result shapes and scopes).
 
 Op time is summed over threads, so it can exceed the wall time; and the work that Eigen's
 convolutions and matmuls hand to the thread pool is not itemised, only the op that waits for it
