@@ -6,6 +6,7 @@ configs/tiny.py; a shared persistent compilation cache keeps recompiles cheap.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,47 +61,54 @@ def committed(workdir, step):
   return (workdir / "checkpoints" / str(step) / "commit_success.txt").exists()
 
 
+# An 8-iteration run with checkpoints 4 and 8 and pictures at iteration 5: the reference of the
+# resume test and the starting point of the checkpoint-error test (one run for both).
+N = 4
+COMMON = [f"--config.train.num_iterations={2 * N}", f"--config.checkpoint_every={N}",
+          f"--config.log_images_every={N + 1}"]
+
+
+@pytest.fixture(scope="module")
+def straight(env, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  run_main(env, workdir, *COMMON)
+  return workdir
+
+
 @needs_sample
-def test_resume_after_sigkill_is_exact(env, tmp_path):
-  n = 4
-  common = [f"--config.train.num_iterations={2 * n}", f"--config.checkpoint_every={n}",
-            f"--config.log_images_every={n + 1}"]
-  straight = tmp_path / "straight"
-  run_main(env, straight, *common)
-  # Same run, killed (SIGKILL) once checkpoint n is committed, while iteration n + 1 compiles
-  # its picture function; then resumed.
+def test_resume_after_sigkill_is_exact(env, straight, tmp_path):
+  # The straight run again, killed (SIGKILL) once checkpoint N is committed, while iteration
+  # N + 1 compiles its picture function; then resumed.
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(main_command(killed, *common), cwd=ROOT, env=env,
+  proc = subprocess.Popen(main_command(killed, *COMMON), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
-  while not committed(killed, n) and proc.poll() is None and time.time() < deadline:
+  while not committed(killed, N) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
   assert proc.poll() is None, "the run ended before it could be killed"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not committed(killed, 2 * n)
-  run_main(env, killed, *common)
-  a, b = final_params(straight, 2 * n), final_params(killed, 2 * n)
+  assert not committed(killed, 2 * N)
+  run_main(env, killed, *COMMON)
+  a, b = final_params(straight, 2 * N), final_params(killed, 2 * N)
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @needs_sample
-def test_checkpoint_errors_and_non_finite_loss(env, tmp_path):
+def test_checkpoint_errors_and_non_finite_loss(env, straight, tmp_path):
   workdir = tmp_path / "run"
-  run_main(env, workdir, "--config.train.num_iterations=4")
+  shutil.copytree(straight, workdir)  # checkpoints 4 and 8
   # Another config: one line naming the mismatched shapes, no traceback, nothing deleted.
-  other = run_main(env, workdir, "--config.train.num_iterations=8", "--config.model.slot_size=8",
+  other = run_main(env, workdir, "--config.train.num_iterations=12", "--config.model.slot_size=8",
                    check=False)
   assert other.returncode == 2
   assert "Traceback" not in other.stderr
   line = other.stderr.strip().splitlines()[-1]
   assert line.startswith("error:") and "saved" in line and "expected" in line, line
-  assert committed(workdir, 4)
+  assert committed(workdir, 4) and committed(workdir, 8)
   # A truncated newest checkpoint: falls back to the previous good one with a warning.
-  run_main(env, workdir, "--config.train.num_iterations=8")
-  assert committed(workdir, 8)
   (workdir / "checkpoints" / "8" / "commit_success.txt").unlink()
   result = run_main(env, workdir, "--config.train.num_iterations=8", "--config.eval.seeds=1",
                     mode="eval")
