@@ -41,8 +41,7 @@ FOUR_DEVICES = textwrap.dedent("""
 
 def test_four_devices_equal_one_device(tmp_path):
   out = tmp_path / "out.npz"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
   subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + FOUR_DEVICES], cwd=ROOT,
                  env=env, check=True, timeout=600)
   results = dict(np.load(out))
@@ -76,8 +75,7 @@ def test_two_processes_train_and_agree(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-             TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
   procs = []
   for pid in range(2):
     code = (f"ADDRESS = '127.0.0.1:{port}'\nPID = {pid}\nSAMPLE = {str(SAMPLE)!r}\n"

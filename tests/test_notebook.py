@@ -12,7 +12,7 @@ from tests.paths import ROOT, SAMPLE, needs_sample
 @needs_sample
 def test_notebook_runs_on_a_tiny_checkpoint(tmp_path):
   workdir = tmp_path / "run"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   subprocess.run([sys.executable, "-m", "vonet_jax.main", "--config=configs/tiny.py",
                   f"--workdir={workdir}", "--config.train.num_iterations=2",
                   "--config.data.name=movi_a", f"--config.data.data_dir={SAMPLE}",

@@ -26,7 +26,7 @@ MOVI = ["--config.data.name=movi_a", f"--config.data.data_dir={SAMPLE}",
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   e = dict(os.environ)
-  e.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", TF_CPP_MIN_LOG_LEVEL="2",
+  e.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
            JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
