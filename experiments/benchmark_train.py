@@ -59,13 +59,18 @@ class UpdateSetup(NamedTuple):
   init_state: Callable[[], Any]  # () -> the replicated initial state
 
 
+def package_modules(package: str, *names: str) -> tuple:
+  """The modules `{package}.{name}` for each name (`package`: `vonet_jax`, or
+  `compare_revisions`' copy of another revision)."""
+  return tuple(importlib.import_module(f"{package}.{name}") for name in names)
+
+
 def lower_update(config, package: str = "vonet_jax") -> UpdateSetup:
   """The update lowered for the replicated state it will run on, so that calls run the executable
   compiled from it (an abstract state without the sharding made the first call compile the step
   a second time). `package`: the package whose model and step to lower (another revision's copy:
   `experiments.compare_revisions`)."""
-  sharding, optim, train_step = (importlib.import_module(f"{package}.{name}")
-                                 for name in ("sharding", "optim", "train_step"))
+  sharding, optim, train_step = package_modules(package, "sharding", "optim", "train_step")
   mesh = sharding.make_mesh()
   optimizer = optim.make_optimizer(config)
   replicated = sharding.replicated(mesh)
@@ -86,8 +91,7 @@ def collection_runner(config, mesh, variables, package: str = "vonet_jax"):
   """(the compiled replay collection step, () -> its outputs): one collection iteration, all
   workers x `replay.frames_per_iteration` random frames from zero states, with `variables`
   (params and batch_stats, replicated on `mesh`). `package` as in `lower_update`."""
-  sharding, train_step = (importlib.import_module(f"{package}.{name}")
-                          for name in ("sharding", "train_step"))
+  sharding, train_step = package_modules(package, "sharding", "train_step")
   r, m, res = config.replay, config.model, config.data.resolution
   rng = np.random.default_rng(1)
   inputs = sharding.global_batch(mesh, (

@@ -1,10 +1,9 @@
 """The compiled update, or one model part's gradient, with a function that runs it once: what
 `profile_ops` profiles, `cycles_by_library` samples and `compare_revisions` times by turns."""
-import importlib
-
 import jax
 
-from experiments.benchmark_train import UpdateLoop, collection_runner, lower_update
+from experiments.benchmark_train import (UpdateLoop, collection_runner, lower_update,
+                                         package_modules)
 from experiments.model_parts import compiled_gradient, model_parts
 
 
@@ -15,8 +14,7 @@ def compiled_runner(config, part: str | None = None, package: str = "vonet_jax")
   gradient of `model_parts(config)[part]` w.r.t. its parameters, always at the same parameters.
   `package`: whose modules (`compare_revisions`' copy of another revision)."""
   if part == "collection":
-    sharding, train_step = (importlib.import_module(f"{package}.{name}")
-                            for name in ("sharding", "train_step"))
+    sharding, train_step = package_modules(package, "sharding", "train_step")
     mesh = sharding.make_mesh()
     variables = sharding.replicate(mesh, train_step.init_variables(config, jax.random.key(0)))
     return collection_runner(config, mesh, variables, package)
