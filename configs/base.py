@@ -60,7 +60,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # causal_blocks: the training self-attention in 16 query blocks of 64 tokens, skipping the fully
   # masked key blocks (exact: the same function and dropout masks; 1 = the plain T x T
   # attention). 16 against 8: the decoder's forward + backward 2-3 % faster at MOVi-A B=4, 32
-  # slower (README "Performance").
+  # slower (docs/performance_history.md, tenth session).
   # recompute_attention: its backward pass recomputes the softmax output instead of keeping it
   # (exact; less memory, more time: README "Performance"). recompute_blocks: each block's
   # backward pass recomputes the block from its input (the same function, other dropout masks).
@@ -101,7 +101,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   t.mask_last_frame = True               # code: loss of a video's last frame masked out
   # Random bits of the decoder's dropout masks and the dVAE's Gumbel noise: "threefry" (jax's
   # default) or "rbg" (XLA's RngBitGenerator, keys derived from the step's threefry keys): the
-  # same distributions, other numbers, about 3x cheaper on XLA:CPU (README "Performance").
+  # same distributions, other numbers. Its bits were 3x cheaper than jax's looped threefry, but
+  # XLA:CPU does not fuse them with the masks as it does random_box's unrolled threefry: MOVi-A
+  # B=4 11.88 s against 10.24 s by default (README "Performance").
   t.bulk_rng = "threefry"
   # Return the allocator's freed memory to the OS before every N-th update (0: only once, after
   # compiling the update). The same computation. Without it the update's and the collection's
