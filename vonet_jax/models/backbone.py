@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from vonet_jax.models.layers import PointwiseConv
 from vonet_jax.models.lean_backward import relu
+from vonet_jax.models.short_broadcast import repeat
 from vonet_jax.models.transformer import FeedForward
 
 # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
@@ -58,7 +59,7 @@ class PositionEmbedding(nn.Module):
     # features: [B, h, w, C]
     _, h, w, c = features.shape
     emb = FeedForward(c, c, name="mlp")(position_grid(h, w))  # [h, w, C]
-    return features + emb[None]
+    return features + repeat(emb[None], features.shape[0], 0)  # emb's gradient: short_broadcast
 
 
 class Backbone(nn.Module):

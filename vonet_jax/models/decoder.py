@@ -31,6 +31,7 @@ import optax
 from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.lean_backward import normalize_project, relu, tie_floats_to
+from vonet_jax.models.short_broadcast import repeat
 from vonet_jax.models.transformer import (Dropout, FeedForward, MultiHeadAttention, layer_norm,
                                          xavier_uniform)
 
@@ -454,7 +455,7 @@ class TransformerDecoder(nn.Module):
                                   previous.shape[:2])  # [B, N-1]
       previous = previous * keep[..., None].astype(previous.dtype)
     x = jnp.concatenate([bos, previous.astype(bos.dtype)], axis=1)  # [B, N, d]
-    x = x + self.position_embedding[None, :n].astype(x.dtype)  # [B, N, d]
+    x = x + repeat(self.position_embedding[None, :n].astype(x.dtype), x.shape[0], 0)  # [B, N, d]
     x = self.input_norm(self.input_dropout(x, deterministic=deterministic))
     return self.transformer(x, memory, deterministic)  # [B, N, d]
 

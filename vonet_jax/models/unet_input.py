@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from vonet_jax.models.layers import ConvParams
+from vonet_jax.models.short_broadcast import repeat
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -138,8 +139,11 @@ class FusedUNetInput:
     # Both biases: one constant map, the same for every slot.
     bias = (self.mask_bias + self.context_bias).astype(dtype)[None]  # [1, C]
     bias = _conv_of_constant(bias, kernel, h, w)  # [1, h, w, O]
-    per_slot = (masks + context + bias).reshape((b, self.num_slots, h, w, -1))
-    return (features[:, None] + per_slot).reshape(masks.shape)  # [N, h, w, O]
+    # Both repeated by `short_broadcast.repeat`: their gradients are sums over the N maps and
+    # the K slots, short axes that XLA:CPU's library reduction sums slowly.
+    per_slot = (masks + context + repeat(bias, masks.shape[0], 0)).reshape(
+        (b, self.num_slots, h, w, -1))
+    return (repeat(features[:, None], self.num_slots, 1) + per_slot).reshape(masks.shape)
 
 
 def unet_input_from_config(cfg, dtype: Any = jnp.float32, name: str = "unet_input"):
