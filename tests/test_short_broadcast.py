@@ -26,3 +26,12 @@ def test_repeat_is_broadcast_to(shape, size, axis):
 def test_repeat_rejects_an_axis_longer_than_one():
   with pytest.raises(ValueError, match="must have size 1"):
     repeat(jnp.zeros((2, 3)), 4, 0)
+
+
+def test_repeat_sums_bfloat16_cotangents_in_float32():
+  # 512 ones: a chain of bfloat16 adds stalls at 256 (256 + 1 rounds back to 256 with 8
+  # significant bits); summed in float32, 512, which bfloat16 holds exactly.
+  _, vjp = jax.vjp(lambda y: repeat(y, 512, 0), jnp.zeros((1, 3), jnp.bfloat16))
+  (grad,) = jax.jit(vjp)(jnp.ones((512, 3), jnp.bfloat16))
+  assert grad.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.float32(grad), np.full((1, 3), 512.0, np.float32))
