@@ -1,5 +1,6 @@
 """Runs by turns in one process: the timing loop of the comparison scripts
 (`compare_xla_options`, `compare_revisions`), and their --rounds flag."""
+import resource
 import time
 from typing import Any, Callable
 
@@ -16,7 +17,9 @@ def run_by_turns(steps: dict[str, Callable[[], Any]], rounds: int) -> dict[str, 
 
   Round 0 warms every step up and is not timed; each run is awaited (`block_until_ready` of
   what the step returns) and followed by a `benchmark_train.SETTLE_S` pause, as in
-  benchmark_train. Prints each run. Returns name -> the seconds of its `rounds` timed runs.
+  benchmark_train. Prints each run with the process's peak resident memory so far (a MOVi-A B=4
+  comparison of the eighteenth session grew to 24 GB and was killed by the OOM killer, where
+  others stay at about 7 GB; the cause was not found). Returns name -> the seconds of its `rounds` timed runs.
   """
   times = {name: [] for name in steps}
   for round_ in range(rounds + 1):
@@ -27,5 +30,7 @@ def run_by_turns(steps: dict[str, Callable[[], Any]], rounds: int) -> dict[str, 
       time.sleep(SETTLE_S)
       if round_:
         times[name].append(seconds)
-      print(f"round {round_} {name}: {seconds:.3f} s", flush=True)
+      peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+      print(f"round {round_} {name}: {seconds:.3f} s (peak resident {peak_gb:.1f} GB)",
+            flush=True)
   return times

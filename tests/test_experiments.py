@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -140,10 +141,12 @@ def test_compare_revisions_exports_the_old_package_under_its_own_name(tmp_path):
 @pytest.mark.parametrize("part", [None, "unet"])
 def test_compare_revisions_alternates_the_working_tree_and_an_old_revision(tmp_path, part):
   out_json = tmp_path / "compare.json"
-  subprocess.run([sys.executable, "-m", "experiments.compare_revisions",
-                  "--config=configs/tiny.py", "--old=HEAD", "--rounds=2",
-                  f"--json_out={out_json}"] + ([f"--part={part}"] if part else []), cwd=ROOT,
-                 check=True, capture_output=True)
+  result = subprocess.run([sys.executable, "-m", "experiments.compare_revisions",
+                           "--config=configs/tiny.py", "--old=HEAD", "--rounds=2",
+                           f"--json_out={out_json}"] + ([f"--part={part}"] if part else []),
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+  # Each run's line names the process's peak memory so far (by_turns).
+  assert re.search(r"round 2 HEAD: [\d.]+ s \(peak resident [\d.]+ GB\)", result.stdout)
   summary = json.loads(out_json.read_text())
   assert summary["part"] == (part or "update") and summary["old"] == "HEAD"
   assert [len(t) for t in summary["runs_s"].values()] == [2, 2]
