@@ -103,6 +103,11 @@ def collection_runner(config, mesh, variables, package: str = "vonet_jax"):
   return compiled, lambda: compiled(variables, *inputs, key)
 
 
+def peak_resident_gb() -> float:
+  """This process's peak resident memory so far, GB (getrusage's ru_maxrss: KiB on Linux)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
 class UpdateLoop:
   """Compiled updates run one after another on the state this carries (`setup.init_state()` at
   first): `loop(executable)` runs one update of `executable` (a compile of `setup.lowered`) on
@@ -148,7 +153,7 @@ def main(argv):
         idle_s=FLAGS.repeats * SETTLE_S)
     figures["update_s"] = float(np.median(update_runs))
     figures["update_runs_s"] = [round(t, 3) for t in update_runs]  # the spread within this window
-    figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    figures["peak_rss_gb"] = peak_resident_gb()
     variables = dict(params=loop.state.params, batch_stats=loop.state.batch_stats)
     run_collect = collection_runner(config, mesh, variables)[1]
     figures["collect_s"] = median_time(run_collect, FLAGS.repeats, warmup=1)

@@ -1,13 +1,12 @@
 """Runs by turns in one process: the timing loop of the comparison scripts
 (`compare_xla_options`, `compare_revisions`), and their --rounds flag."""
-import resource
 import time
 from typing import Any, Callable
 
 import jax
 from absl import flags
 
-from experiments.benchmark_train import SETTLE_S
+from experiments.benchmark_train import SETTLE_S, peak_resident_gb
 
 flags.DEFINE_integer("rounds", 8, "Timed rounds (each runs every variant once).")
 
@@ -31,7 +30,6 @@ def run_by_turns(steps: dict[str, Callable[[], Any]], rounds: int) -> dict[str, 
       time.sleep(SETTLE_S)
       if round_:
         times[name].append(seconds)
-      peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
-      print(f"round {round_} {name}: {seconds:.3f} s (peak resident {peak_gb:.1f} GB)",
+      print(f"round {round_} {name}: {seconds:.3f} s (peak resident {peak_resident_gb():.1f} GB)",
             flush=True)
   return times
