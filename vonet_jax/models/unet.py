@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from vonet_jax.models.conv3x3 import conv3x3
 from vonet_jax.models.layers import ConvParams, Dense, PointwiseConv
 from vonet_jax.models.lean_backward import InstanceNorm, max_pool2
+from vonet_jax.models.materialize import materialize
 from vonet_jax.models.transformer import SlotTransformer
 from vonet_jax.models.unet_input import FusedUNetInput
 from vonet_jax.models.upsampled_conv import UpsampledWithSkip
@@ -82,6 +83,8 @@ class UNet(nn.Module):
       x = block_cls(ch, dtype=self.dtype, name=f"down{i}")(x)
       if i > 0:
         x = max_pool2(x)
+      else:
+        x = materialize(x)
       skips.append(x)
     _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
     emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
