@@ -21,10 +21,11 @@ def test_materialize_is_the_identity_bit_for_bit(dtype):
   np.testing.assert_array_equal(bits(y), bits(x))
 
 
-def test_materialize_passes_the_cotangent_through():
+@pytest.mark.parametrize("cotangent", [False, True])
+def test_materialize_passes_the_cotangent_through(cotangent):
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6)), jnp.float32)
   g = jnp.asarray(np.random.default_rng(1).normal(size=(4, 6)), jnp.float32)
-  _, vjp = jax.vjp(materialize, x)
+  _, vjp = jax.vjp(lambda x: materialize(x, cotangent), x)
   np.testing.assert_array_equal(jax.jit(vjp)(g)[0], g)
 
 
