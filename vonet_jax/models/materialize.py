@@ -1,16 +1,28 @@
 """An array that XLA:CPU computes once into memory, where it would recompute it in each consumer.
 
-XLA fuses a chain of cheap elementwise operations (a convolution's output, InstanceNorm's affine
-map, a ReLU) into every consumer that reads it, duplicating it, as long as no operation of the
-chain counts as expensive. For the U-Net's first block that is costly: the transposed copy of its
-output that the next convolution's kernel gradient reads recomputes the block from its inputs
-(four arrays, each read with the transpose's stride), 0.08-0.15 s per frame at MOVi-A B=4 where a
-transpose of the stored output takes about 0.03 s. `materialize(x)` returns x divided by a
-runtime 1.0: a float division counts as expensive, and XLA does not duplicate an expensive
-operation into several consumers, so x is written once and read by all. x / 1.0 is x bit for bit
-(NaN and infinities included), and the backward pass passes the cotangent through unchanged, as
-autodiff of the identity does. (`jax.lax.optimization_barrier` does not do this: XLA:CPU removes
-barriers before it fuses.)
+XLA fuses a chain of cheap elementwise operations (the sum of a convolution's parts, InstanceNorm's
+affine map, a ReLU) into every consumer that reads it, duplicating the chain, as long as no
+operation of it counts as expensive. In the U-Net's first block that was costly: at MOVi-A B=4
+the transposed copy of the block's output that the next convolution's kernel gradient reads
+recomputed the whole block from its four input parts, each read with the transpose's stride
+(0.08-0.15 s per frame, where transposing the stored output takes about 0.03 s), and the block's
+convolution output was recomputed in nine fusions per frame (forward statistics, output, and the
+backward pass's InstanceNorm gradient, each of its consumers again).
+
+`materialize(x)` returns x divided by ones that XLA cannot fold: a float division counts as
+expensive, and XLA does not duplicate an expensive operation into several consumers, so x is
+written once and read by all. x / 1 is x bit for bit (NaN, infinities and -0 included), and the
+backward pass passes the cotangent through as autodiff of the identity does; with `cotangent=True`
+the cotangent is materialised the same way. (`jax.lax.optimization_barrier` does not do this:
+XLA:CPU removes barriers before it fuses. The ones are elementwise, computed from x, because XLA
+rewrites a division by a broadcast scalar as a multiplication by its reciprocal, which is cheap.)
+
+Used on the U-Net's first block (`unet.UNet`): its convolution output with its cotangent, and its
+output. By turns, MOVi-A B=4 (`experiments/compare_revisions.py`, 12 rounds each): the output
+alone faster in 8 of 12 rounds (mean 0.40 s, standard error 0.12 s), the convolution output and
+its cotangent on top faster in 10 of 12 (medians 9.85 against 10.12 s). Tried and left out, no
+gain by turns: each backbone block's output (4 of 12 rounds), the up blocks' phase-convolution
+cotangent (`upsampled_conv`, 5 of 12).
 """
 import functools
 

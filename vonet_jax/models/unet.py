@@ -29,6 +29,8 @@ class ConvNormRelu(nn.Module):
   """
   channels: int
   dtype: Any = jnp.float32
+  # The convolution output and its cotangent stored once, not recomputed by each consumer
+  # (`materialize`; the first block, whose convolution sums the input's parts).
   materialize_conv: bool = False
 
   @nn.compact
@@ -86,7 +88,7 @@ class UNet(nn.Module):
       x = block_cls(ch, dtype=self.dtype, materialize_conv=(i == 0), name=f"down{i}")(x)
       if i > 0:
         x = max_pool2(x)
-      else:
+      else:  # read by down1 and its kernel gradient's transposed copy, and by the last skip
         x = materialize(x)
       skips.append(x)
     _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
