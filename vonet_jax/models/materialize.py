@@ -22,7 +22,8 @@ output. By turns, MOVi-A B=4 (`experiments/compare_revisions.py`, 12 rounds each
 alone faster in 8 of 12 rounds (mean 0.40 s, standard error 0.12 s), the convolution output and
 its cotangent on top faster in 10 of 12 (medians 9.85 against 10.12 s). Tried and left out, no
 gain by turns: each backbone block's output (4 of 12 rounds), the up blocks' phase-convolution
-cotangent (`upsampled_conv`, 5 of 12).
+cotangent (`upsampled_conv`, 5 of 12), the up blocks' convolution outputs (sums of two parts,
+as the first block's) with their cotangents (4 of 10, mean 0.37 s slower).
 """
 import functools
 
