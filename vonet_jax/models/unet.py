@@ -29,20 +29,19 @@ class ConvNormRelu(nn.Module):
   """
   channels: int
   dtype: Any = jnp.float32
-  # The convolution output and its cotangent stored once, not recomputed by each consumer
-  # (`materialize`; the first block, whose convolution sums the input's parts).
-  materialize_conv: bool = False
 
   @nn.compact
   def __call__(self, x):
     if isinstance(x, _INPUTS_AS_PARTS):
       kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
-      x = x.conv3x3(kernel.astype(self.dtype))
+      conv = x.conv3x3(kernel.astype(self.dtype))
+      # The fused input's convolution, a sum of its parts' convolutions, and its cotangent are
+      # stored once, else each of their consumers recomputes them (`materialize`; measured for
+      # the up blocks' two-part sums too, where it was slower).
+      x = materialize(conv, cotangent=True) if isinstance(x, FusedUNetInput) else conv
     else:  # nn.Conv(channels, (3, 3), padding=1, use_bias=False)'s parameters and function
       kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
       x = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
-    if self.materialize_conv:
-      x = materialize(x, cotangent=True)
     x = InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
     # jax's ReLU here, not `lean_backward.relu`: with the latter the tiny test config's training
     # (tests/test_train.py, XLA optimisations off) reached a NaN loss at its 4th iteration, though
@@ -85,7 +84,7 @@ class UNet(nn.Module):
       x = x.reshape(b * k, h, w, c)  # [N, h, w, C], N = B*K
     skips = []
     for i, ch in enumerate(self.channels):
-      x = block_cls(ch, dtype=self.dtype, materialize_conv=(i == 0), name=f"down{i}")(x)
+      x = block_cls(ch, dtype=self.dtype, name=f"down{i}")(x)
       if i > 0:
         x = max_pool2(x)
       else:  # read by down1 and its kernel gradient's transposed copy, and by the last skip
