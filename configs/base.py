@@ -106,13 +106,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   # B=4 11.88 s against 10.24 s by default (README "Performance").
   t.bulk_rng = "threefry"
   # Return the allocator's freed memory to the OS before every N-th update (0: only once, after
-  # compiling the update). The same computation. Without it the update's and the collection's
-  # buffers fragment what jemalloc keeps and the process grows by 0.05-0.3 GB per update; after a
-  # purge it grows again from the next update on, so only N = 1 keeps MOVi-A B=8 within 12 GB
-  # (twelfth session's CPU: 11.85 GB; N = 4 12.44 GB; never 12.38-12.52 GB after 5 updates, 13.34
-  # after 15). Each purge costs the page faults of refilling that memory in the next update (B=8:
-  # 26.3 s per iteration against 22.5-25.0 s without; README "Performance"). 0 for speed.
-  t.release_memory_every = 1
+  # compiling the update). The same computation. With jemalloc's default arenas the update's and
+  # the collection's buffers fragmented what it keeps and MOVi-A B=8 grew by 0.05-0.4 GB per
+  # update unless N = 1; with one arena (`host_memory._JEMALLOC_CONF`, `narenas:1`) it stays at
+  # 11.46 GB without purging. Each purge costs the page faults of refilling that memory in the
+  # next update (B=8: 28.3 s per iteration against 22.5 s without; README "Performance").
+  t.release_memory_every = 0
 
   # --- Replay buffer (SPEC.md section 4) ----------------------------------------------------
   r = config.replay = ml_collections.ConfigDict()

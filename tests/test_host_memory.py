@@ -152,3 +152,55 @@ def test_release_freed_memory_returns_a_freed_buffer_to_the_os(allocator):
   assert name == ("jemalloc" if allocator == "jemalloc" else "None")
   assert released == "True"
   assert int(freed_bytes) > 200 * 2**20  # the 256 MB buffer's pages went back to the OS
+
+
+_OTHER_THREAD_PROBE = """
+import ctypes, threading
+process = ctypes.CDLL(None)
+process.malloc.restype = ctypes.c_void_p
+process.free.argtypes = [ctypes.c_void_p]
+SIZE, COUNT = 4 * 2**20, 64  # 256 MB in blocks under jemalloc's 8 MB "oversize" threshold
+
+def resident():
+  with open("/proc/self/status") as status:
+    return 1024 * int(next(l for l in status if l.startswith("VmRSS")).split()[1])
+
+def use_and_free():
+  buffers = [process.malloc(SIZE) for _ in range(COUNT)]
+  for buffer in buffers:
+    ctypes.memset(buffer, 1, SIZE)
+  for buffer in buffers:
+    process.free(buffer)
+
+done, hold = threading.Event(), threading.Event()
+def first():  # frees its buffer, then stays alive: its arena stays its own
+  use_and_free()
+  done.set()
+  hold.wait()
+holder = threading.Thread(target=first)
+holder.start()
+done.wait()
+before = resident()
+second = threading.Thread(target=use_and_free)
+second.start()
+second.join()
+hold.set()
+holder.join()
+print(resident() - before)
+"""
+
+
+@pytest.mark.skipif(not JEMALLOC_INSTALLED, reason="jemalloc not installed")
+def test_jemalloc_settings_reuse_memory_another_thread_freed():
+  """XLA:CPU's worker threads allocate and free each step's buffers, whichever thread runs an op:
+  with one arena a buffer freed on one thread is reused on another; with jemalloc's default
+  arenas (4 per CPU) each thread's arena keeps its own freed pages (blocks of 8 MB and more share
+  one "oversize" arena either way), and the process grew by 0.4 GB per MOVi-A B=8 iteration
+  (host_memory's docstring)."""
+  def growth(conf):
+    env = clean_env(LD_PRELOAD=ctypes.util.find_library("jemalloc"), MALLOC_CONF=conf)
+    return int(subprocess.run([sys.executable, "-c", _OTHER_THREAD_PROBE], capture_output=True,
+                              text=True, check=True, env=env).stdout)
+
+  assert growth(host_memory._JEMALLOC_CONF) < 32 * 2**20
+  assert growth(host_memory._JEMALLOC_CONF.replace(",narenas:1", "")) > 200 * 2**20

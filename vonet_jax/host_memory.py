@@ -13,6 +13,15 @@ and 10.7 against 16.2 s in a slower window of the same machine; README "Performa
 avoids glibc's single-arena lock. It also backs its memory with transparent huge pages
 (`thp:always`: 2 MB pages where the kernel's THP mode is `madvise` or `always`), which took
 MOVi-A B=4 from 10.58 to 9.89 s per update (mean of four interleaved pairs of benchmark runs).
+And it uses one arena (`narenas:1`): XLA:CPU's worker threads allocate and free each step's
+buffers, whichever thread runs an op, and with jemalloc's default arenas (4 per CPU, each thread
+bound to one) the pages a buffer freed on one thread are kept in that thread's arena, unused by
+the others: a MOVi-A B=8 training process grew by 0.4 GB per iteration (17.2 GB after 16,
+unless purged before every update at about 6 s per iteration), and the by-turns benchmarks grew
+until the OOM killer stopped them. With one arena it stays at its peak (11.46 GB at B=8, flat
+from the third iteration) with no purge (22.5 s per iteration against 28.3 s with the purge);
+B=4 updates 0.45 s slower on average over four interleaved pairs of benchmark runs (-0.2 to
++1.5 s; README "Performance").
 `run_under_jemalloc()` restarts a program with it preloaded, as
     LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=<_JEMALLOC_CONF below> python ...
 does by hand. `vonet_jax.main` and the benchmarks call it first where jemalloc is installed
@@ -52,7 +61,7 @@ def retain_freed_memory() -> bool:
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
 
 
-_JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,thp:always"  # module docstring
+_JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,thp:always,narenas:1"  # module docstring
 _RESTARTED = "VONET_JEMALLOC_RESTARTED"  # set in the restarted process: never restart twice
 
 
@@ -90,10 +99,10 @@ def release_freed_memory() -> bool:
 
   Both allocators above keep what a program frees, and that includes what XLA's compiler frees
   after compiling a step (at MOVi-A B=8, about 2 GB that the step, which allocates large blocks,
-  does not reuse). The training loop calls this right after compiling its update and before every
-  `train.release_memory_every`-th update (the update's and the collection's buffers otherwise
-  fragment what jemalloc keeps: MOVi-A B=8 grew 0.05-0.3 GB per update; the next update faults
-  the purged pages back in: 1.3-3.9 s of a 22-26 s MOVi-A B=8 iteration on one CPU).
+  does not reuse). The training loop calls this right after compiling its update and, if
+  `train.release_memory_every` is N > 0, before every N-th update (the next update faults the
+  purged pages back in: 1.3-6 s of a 22-28 s MOVi-A B=8 iteration on two cores; with jemalloc's
+  default arenas the process grew without it, with one arena it does not: module docstring).
   jemalloc: purge every arena (`mallctl("arena.<all>.purge")`); glibc: `malloc_trim(0)`.
   """
   try:
