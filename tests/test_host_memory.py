@@ -202,5 +202,7 @@ def test_jemalloc_settings_reuse_memory_another_thread_freed():
     return int(subprocess.run([sys.executable, "-c", _OTHER_THREAD_PROBE], capture_output=True,
                               text=True, check=True, env=env).stdout)
 
+  # Without narenas:1 this probe grew by 260-285 MB in 6 of 10 runs (and shrank in the others):
+  # jemalloc's choice of arena for a new thread varies, so only the setting's side is asserted
+  # (0 MB in 10 of 10 runs).
   assert growth(host_memory._JEMALLOC_CONF) < 32 * 2**20
-  assert growth(host_memory._JEMALLOC_CONF.replace(",narenas:1", "")) > 200 * 2**20
