@@ -32,16 +32,17 @@ class ConvNormRelu(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    # nn.Conv(channels, (3, 3), padding=1, use_bias=False)'s parameters
+    kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
+    kernel = kernel.astype(self.dtype)
     if isinstance(x, _INPUTS_AS_PARTS):
-      kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
-      conv = x.conv3x3(kernel.astype(self.dtype))
+      conv = x.conv3x3(kernel)
       # The fused input's convolution, a sum of its parts' convolutions, and its cotangent are
       # stored once, else each of their consumers recomputes them (`materialize`; measured for
       # the up blocks' two-part sums too, where it was slower).
       x = materialize(conv, cotangent=True) if isinstance(x, FusedUNetInput) else conv
-    else:  # nn.Conv(channels, (3, 3), padding=1, use_bias=False)'s parameters and function
-      kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
-      x = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+    else:  # nn.Conv's function
+      x = conv3x3(x.astype(self.dtype), kernel)
     x = InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
     # jax's ReLU here, not `lean_backward.relu`: with the latter the tiny test config's training
     # (tests/test_train.py, XLA optimisations off) reached a NaN loss at its 4th iteration, though
