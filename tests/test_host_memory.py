@@ -114,19 +114,23 @@ def test_jemalloc_settings_back_large_buffers_with_huge_pages():
     assert huge_share("dirty_decay_ms:-1,muzzy_decay_ms:-1") <= 10
 
 
-_RELEASE_PROBE = """
-import ctypes, sys
-from tests.host_env import JEMALLOC_INSTALLED, clean_env
-from vonet_jax import host_memory
-host_memory.retain_freed_memory()  # glibc: keep freed memory; a no-op under jemalloc
+_MALLOC_PROBE = """
+import ctypes
 process = ctypes.CDLL(None)  # the process's malloc: jemalloc's where preloaded
 process.malloc.restype = ctypes.c_void_p
 process.free.argtypes = [ctypes.c_void_p]
-SIZE = 256 * 2**20
 
 def resident():
   with open("/proc/self/status") as status:
     return 1024 * int(next(l for l in status if l.startswith("VmRSS")).split()[1])
+"""
+
+_RELEASE_PROBE = _MALLOC_PROBE + """
+import sys
+from tests.host_env import JEMALLOC_INSTALLED, clean_env
+from vonet_jax import host_memory
+host_memory.retain_freed_memory()  # glibc: keep freed memory; a no-op under jemalloc
+SIZE = 256 * 2**20
 
 buffer = process.malloc(SIZE)
 ctypes.memset(buffer, 1, SIZE)
@@ -154,16 +158,9 @@ def test_release_freed_memory_returns_a_freed_buffer_to_the_os(allocator):
   assert int(freed_bytes) > 200 * 2**20  # the 256 MB buffer's pages went back to the OS
 
 
-_OTHER_THREAD_PROBE = """
-import ctypes, threading
-process = ctypes.CDLL(None)
-process.malloc.restype = ctypes.c_void_p
-process.free.argtypes = [ctypes.c_void_p]
+_OTHER_THREAD_PROBE = _MALLOC_PROBE + """
+import threading
 SIZE, COUNT = 4 * 2**20, 64  # 256 MB in blocks under jemalloc's 8 MB "oversize" threshold
-
-def resident():
-  with open("/proc/self/status") as status:
-    return 1024 * int(next(l for l in status if l.startswith("VmRSS")).split()[1])
 
 def use_and_free():
   buffers = [process.malloc(SIZE) for _ in range(COUNT)]
