@@ -14,10 +14,12 @@ BOXES = [((0, 0, 0, 0), SHAPE), ((0, 0, 4, 0), (3, 2, 4, 8)), ((1, 1, 3, 5), (2,
 
 @pytest.mark.parametrize("key", [jax.random.key(5), jax.random.PRNGKey(7)], ids=["typed", "raw"])
 @pytest.mark.parametrize("start,size", BOXES)
-def test_threefry_box_is_the_box_of_the_full_draw(key, start, size):
+@pytest.mark.parametrize("axes", [None, (0, 1, 3, 2), (2, 0, 3, 1)])
+def test_threefry_box_is_the_box_of_the_full_draw(key, start, size, axes):
   full = jax.random.bernoulli(key, 0.9, SHAPE)
-  box = jax.jit(lambda k: bernoulli_box(k, 0.9, SHAPE, start, size))(key)
-  np.testing.assert_array_equal(box, full[tuple(slice(s, s + n) for s, n in zip(start, size))])
+  box = jax.jit(lambda k: bernoulli_box(k, 0.9, SHAPE, start, size, axes))(key)
+  expected = full[tuple(slice(s, s + n) for s, n in zip(start, size))]
+  np.testing.assert_array_equal(box, expected if axes is None else expected.transpose(axes))
 
 
 def test_unrolled_threefry_equals_jax_primitive():
@@ -58,3 +60,5 @@ def test_box_outside_the_shape_is_rejected():
     bernoulli_box(jax.random.key(0), 0.5, (4, 4), (2, 0), (3, 4))
   with pytest.raises(ValueError, match="do not match"):
     bernoulli_box(jax.random.key(0), 0.5, (4, 4), (0,), (4,))
+  with pytest.raises(ValueError, match="not a permutation"):
+    bernoulli_box(jax.random.key(0), 0.5, (4, 4), (0, 0), (4, 4), axes=(1, 1))

@@ -1,7 +1,7 @@
 """Threefry random numbers of jax's own draws, faster on CPU: Bernoulli boxes and Gumbel noise.
 
 `bernoulli_box(key, p, shape, start, size)` equals `jax.random.bernoulli(key, p, shape)` cut to the
-box `[start, start + size)`, bit for bit, for threefry keys (jax's default) under jax's default
+box `[start, start + size)` (optionally transposed, drawn in the transposed order), bit for bit, for threefry keys (jax's default) under jax's default
 `jax_threefry_partitionable=True`, where the random bits of an element are threefry-2x32 of the
 key and the element's row-major index in `shape`. Only the box's elements are hashed, so the
 causal decoder attention can draw the dropout mask of its unmasked blocks alone
@@ -19,7 +19,7 @@ plain path's anyway) get jax's own draws: for a box an independent draw from `fo
 index)`, the same distribution, other numbers.
 """
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -70,39 +70,49 @@ def _is_partitionable_threefry(key) -> bool:
   return key.shape == (2,) and key.dtype == jnp.uint32  # raw keys are threefry by default
 
 
-def _row_major_index(shape: Sequence[int], start: Sequence[int], size: Sequence[int]):
-  """uint32 [*size]: the row-major index in `shape` of each element of the box."""
-  index = jnp.zeros(size, jnp.uint32)
+def _row_major_index(shape: Sequence[int], start: Sequence[int], size: Sequence[int],
+                     axes: Sequence[int]):
+  """uint32 [size[axes[0]], size[axes[1]], ...]: the row-major index in `shape` of each element of
+  the box, the box's axes in the order `axes` (as `jnp.transpose`)."""
+  out_size = tuple(size[axis] for axis in axes)
+  index = jnp.zeros(out_size, jnp.uint32)
   stride = 1
   for axis in reversed(range(len(shape))):
-    position = jax.lax.broadcasted_iota(jnp.uint32, tuple(size), axis) + np.uint32(start[axis])
+    position = (jax.lax.broadcasted_iota(jnp.uint32, out_size, axes.index(axis))
+                + np.uint32(start[axis]))
     index = index + position * np.uint32(stride)
     stride *= shape[axis]
   return index
 
 
 def bernoulli_box(key, p: float, shape: Sequence[int], start: Sequence[int],
-                  size: Sequence[int]):
-  """`jax.random.bernoulli(key, p, shape)[start[0]:start[0] + size[0], ...]`, drawing the box only.
+                  size: Sequence[int], axes: Optional[Sequence[int]] = None):
+  """`jax.random.bernoulli(key, p, shape)[start[0]:start[0] + size[0], ...]`, drawing the box only,
+  and `.transpose(axes)` if `axes` is given (drawn in that order: no transposed copy).
 
   Args:
     key: a jax PRNG key, typed or raw.
     p: probability of True.
     shape: the shape of the full draw.
     start, size: the box, one entry per axis of `shape`.
+    axes: optional permutation of the box's axes, as `jnp.transpose`'s.
 
   Returns:
-    bool [*size]; for threefry keys bit-identical to the box of the full draw (module docstring).
+    bool [*size], or [size[axes[0]], ...]; for threefry keys bit-identical to the box of the full
+    draw (module docstring).
   """
   shape, start, size = tuple(shape), tuple(start), tuple(size)
+  axes = tuple(range(len(shape))) if axes is None else tuple(axes)
   if not len(shape) == len(start) == len(size):
     raise ValueError(f"box start {start} / size {size} do not match the shape {shape}")
   if any(s < 0 or s + n > d for s, n, d in zip(start, size, shape)):
     raise ValueError(f"box start {start} size {size} is not inside the shape {shape}")
+  if sorted(axes) != list(range(len(shape))):
+    raise ValueError(f"box axes {axes} are not a permutation of the {len(shape)} axes")
   if not _is_partitionable_threefry(key):
     box_index = int(np.ravel_multi_index(start, shape)) if math.prod(shape) else 0
-    return jax.random.bernoulli(jax.random.fold_in(key, box_index), p, size)
-  return _uniform_box(key, shape, start, size) < jnp.float32(p)
+    return jax.random.bernoulli(jax.random.fold_in(key, box_index), p, size).transpose(axes)
+  return _uniform_box(key, shape, start, size, axes) < jnp.float32(p)
 
 
 def bernoulli(key, p: float, shape: Sequence[int]):
@@ -133,12 +143,14 @@ def gumbel(key, shape: Sequence[int]):
   return -jnp.log(-jnp.log(uniform))
 
 
-def _uniform_box(key, shape, start, size):
-  """float32 [*size] in [0, 1): the box of `jax.random.uniform(key, shape)`'s floats (threefry)."""
+def _uniform_box(key, shape, start, size, axes=None):
+  """float32 [*size] in [0, 1): the box of `jax.random.uniform(key, shape)`'s floats (threefry),
+  its axes in the order `axes` (default: as `shape`'s)."""
   if math.prod(shape) >= 2 ** 32:
     raise ValueError(f"random_box supports draws of fewer than 2**32 elements, got {shape}")
   data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-  index = _row_major_index(shape, start, size)
+  axes = tuple(range(len(shape))) if axes is None else tuple(axes)
+  index = _row_major_index(shape, start, size, axes)
   # jax's partitionable threefry bits: counts (high word, low word) = (0, index), bits1 ^ bits2.
   bits1, bits2 = threefry2x32(data[0], data[1], jnp.zeros_like(index), index)
   # jax.random.uniform's float32: 23 random mantissa bits with exponent 0, minus 1, in [0, 1).
