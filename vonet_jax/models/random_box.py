@@ -1,13 +1,14 @@
 """Threefry random numbers of jax's own draws, faster on CPU: Bernoulli boxes and Gumbel noise.
 
 `bernoulli_box(key, p, shape, start, size)` equals `jax.random.bernoulli(key, p, shape)` cut to the
-box `[start, start + size)` (optionally transposed, drawn in the transposed order), bit for bit, for threefry keys (jax's default) under jax's default
-`jax_threefry_partitionable=True`, where the random bits of an element are threefry-2x32 of the
-key and the element's row-major index in `shape`. Only the box's elements are hashed, so the
-causal decoder attention can draw the dropout mask of its unmasked blocks alone
-(`transformer.causal_dropout_attention`) and still apply the plain path's mask. `gumbel(key,
-shape)` equals `jax.random.gumbel(key, shape, float32)` bit for bit (the dVAE's Gumbel noise),
-`bernoulli(key, p, shape)` `jax.random.bernoulli` (the decoder's other dropout masks).
+box `[start, start + size)` (optionally transposed, drawn in that order), bit for bit, for
+threefry keys (jax's default) under jax's default `jax_threefry_partitionable=True`, where the
+random bits of an element are threefry-2x32 of the key and the element's row-major index in
+`shape`. Only the box's elements are hashed, so the causal decoder attention can draw the
+dropout mask of its unmasked blocks alone (`transformer.causal_dropout_attention`) and still
+apply the plain path's mask. `gumbel(key, shape)` equals `jax.random.gumbel(key, shape,
+float32)` bit for bit (the dVAE's Gumbel noise), `bernoulli(key, p, shape)`
+`jax.random.bernoulli` (the decoder's other dropout masks).
 
 All three hash with `threefry2x32`, an unrolled copy of jax's threefry primitive, which XLA:CPU fuses
 with the comparison or the logarithms that use the bits (jax's CPU lowering is a loop that

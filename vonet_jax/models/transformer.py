@@ -320,7 +320,7 @@ def _blocked_causal_attention_bwd(keep_prob, dtype, num_blocks, recompute, res, 
     logits_fn = functools.partial(_block_logits, start=start)
     if recompute:
       logits, logits_vjp = jax.vjp(logits_fn, q_block, k_window)
-      p = jax.nn.softmax(logits, axis=_key_axis(True))
+      p = jax.nn.softmax(logits, axis=_key_axis(keys_major=True))
     else:
       _, logits_vjp = jax.vjp(logits_fn, q_block, k_window)  # its forward is unused: XLA drops it
     dlogits, dv_window = _backward_from_probabilities(p, v_window, bits, keep_prob, dtype,
