@@ -48,8 +48,7 @@ def test_freed_buffers_are_reused_without_page_faults():
 
 
 _RESTART_PROBE = """
-import os, sys
-from tests.host_env import JEMALLOC_INSTALLED, clean_env
+import os
 from vonet_jax import host_memory
 print("before", os.getpid(), flush=True)
 host_memory.run_under_jemalloc()
@@ -126,8 +125,6 @@ def resident():
 """
 
 _RELEASE_PROBE = _MALLOC_PROBE + """
-import sys
-from tests.host_env import JEMALLOC_INSTALLED, clean_env
 from vonet_jax import host_memory
 host_memory.retain_freed_memory()  # glibc: keep freed memory; a no-op under jemalloc
 SIZE = 256 * 2**20
