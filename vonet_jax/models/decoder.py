@@ -268,12 +268,16 @@ def frame_cross_entropy(x, kernel, tokens):
   """Cross-entropy of `tokens` under logits x @ kernel, summed over each frame's tokens.
 
   The same function and gradients as `token_cross_entropy(x @ kernel, tokens)`, computed one
-  frame at a time (logits [N, V], float32) in the forward and, recomputed, in the backward pass:
-  the logits of all frames ([B*T, N, V], 0.4 GB at B=8 for MOVi-A, twice: logits and softmax)
-  are never held. The cost is the logits matmul once more in the backward pass. The loops over
-  frames are unrolled (XLA's `cost_analysis` counts a loop's body once, whatever its trip count),
-  each frame tied to the one before (`tie_floats_to`): XLA would otherwise merge the frames'
-  matmuls into one over all frames, holding all logits again.
+  frame at a time (logits [N, V], float32): the logits of all frames ([B*T, N, V], 0.4 GB at B=8
+  for MOVi-A, twice: logits and softmax) are never held. Under differentiation the forward pass
+  also computes each frame's gradients for a unit cotangent, while its logits and softmax are at
+  hand: d loss_f / d x_f [N, d] and d loss_f / d kernel [d, V] (3 MB a frame for MOVi-A); the
+  backward pass scales them by the frame's cotangent and sums the kernel's. So the logits are
+  computed once (an earlier form recomputed them in the backward pass: one [N, d] x [d, V] matmul
+  and its exponentials more per frame). The frames are unrolled (XLA's `cost_analysis` counts a
+  loop's body once, whatever its trip count), each tied to the one before (`tie_floats_to`):
+  XLA would otherwise merge the frames' matmuls into one over all frames, holding all logits
+  again.
 
   Args:
     x: [F, N, d] normalised decoder outputs of F frames.
@@ -283,43 +287,43 @@ def frame_cross_entropy(x, kernel, tokens):
   Returns:
     [F] float32 loss per frame.
   """
-  return _frame_cross_entropy_fwd(x, kernel, tokens)[0]
+  return _frames(x, kernel, tokens, with_gradients=False)[0]
 
 
-def _frame_logits(x_f, kernel):
-  return jnp.dot(x_f, kernel.astype(x_f.dtype)).astype(jnp.float32)  # [N, d] -> [N, V]
+def _frames(x, kernel, tokens, with_gradients: bool):
+  """([F] loss per frame, and with_gradients: the unit-cotangent gradients [F, N, d], [F, d, V])."""
+  def frame(previous, args):
+    x_f, t_f = args
+    x_f = tie_floats_to(x_f, previous)
+    logits = jnp.dot(x_f, kernel.astype(x_f.dtype)).astype(jnp.float32)  # [N, V]
+    lse = jax.nn.logsumexp(logits, axis=-1)  # [N]
+    target = jnp.take_along_axis(logits, t_f[:, None], axis=-1)[:, 0]  # [N]
+    ce = (lse - target).sum()
+    if not with_gradients:
+      return lse, (ce,)
+    p = jnp.exp(logits - lse[:, None])  # softmax [N, V]
+    is_target = jax.lax.broadcasted_iota(jnp.int32, p.shape, 1) == t_f[:, None]
+    d = jnp.where(is_target, p - 1.0, p).astype(x_f.dtype)  # d ce / d logits
+    dx_f = jnp.dot(d, kernel.astype(d.dtype).T)  # [N, d]
+    d_kernel_f = jnp.dot(x_f.T, d, preferred_element_type=jnp.float32).astype(kernel.dtype)
+    return dx_f, (ce, dx_f, d_kernel_f)
+
+  start = (jnp.zeros(x.shape[1:], x.dtype) if with_gradients
+           else jnp.zeros(x.shape[1], jnp.float32))  # the carry: dx_f [N, d] or lse [N]
+  _, outputs = jax.lax.scan(frame, start, (x, tokens), unroll=True)
+  return outputs
 
 
 def _frame_cross_entropy_fwd(x, kernel, tokens):
-  def frame(previous, args):
-    x_f, t_f = args
-    logits = _frame_logits(tie_floats_to(x_f, previous), kernel)  # [N, V]
-    lse = jax.nn.logsumexp(logits, axis=-1)  # [N]
-    target = jnp.take_along_axis(logits, t_f[:, None], axis=-1)[:, 0]  # [N]
-    return lse, ((lse - target).sum(), lse)
-
-  _, (ce, lse) = jax.lax.scan(frame, jnp.zeros(x.shape[1], jnp.float32), (x, tokens),
-                              unroll=True)  # [F], [F, N]
-  return ce, (x, kernel, tokens, lse)
+  ce, dx, d_kernel = _frames(x, kernel, tokens, with_gradients=True)
+  return ce, (dx, d_kernel)
 
 
 def _frame_cross_entropy_bwd(res, g):
-  x, kernel, tokens, lse = res
-
-  def frame(carry, args):
-    d_kernel, previous = carry
-    x_f, t_f, lse_f, g_f = args
-    x_f = tie_floats_to(x_f, previous)
-    logits = _frame_logits(x_f, kernel)  # [N, V]
-    p = jnp.exp(logits - lse_f[:, None])
-    is_target = jax.lax.broadcasted_iota(jnp.int32, p.shape, 1) == t_f[:, None]
-    d = (jnp.where(is_target, p - 1.0, p) * g_f).astype(x_f.dtype)  # d loss / d logits
-    dx_f = jnp.dot(d, kernel.astype(d.dtype).T)  # [N, d]
-    return (d_kernel + jnp.dot(x_f.T, d, preferred_element_type=jnp.float32), dx_f), dx_f
-
-  start = (jnp.zeros(kernel.shape, jnp.float32), jnp.zeros(x.shape[1:], x.dtype))
-  (d_kernel, _), dx = jax.lax.scan(frame, start, (x, tokens, lse, g), unroll=True)
-  return dx.astype(x.dtype), d_kernel.astype(kernel.dtype), None
+  dx, d_kernel = res  # [F, N, d], [F, d, V]: the gradients of a unit cotangent per frame
+  d_kernel_sum = jnp.einsum("f,fdv->dv", g.astype(jnp.float32), d_kernel,
+                            preferred_element_type=jnp.float32)
+  return dx * g[:, None, None].astype(dx.dtype), d_kernel_sum.astype(d_kernel.dtype), None
 
 
 frame_cross_entropy.defvjp(_frame_cross_entropy_fwd, _frame_cross_entropy_bwd)
