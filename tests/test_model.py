@@ -11,7 +11,7 @@ from vonet_jax import train, train_step
 from vonet_jax.models.attention import RecurrentAttention
 from vonet_jax.models.unet_input import BroadcastConv
 from vonet_jax.models.slots import InitialSlots, balanced_kl, gaussian_kl
-from vonet_jax.models.vonet import VONet, make_model
+from vonet_jax.models.vonet import VONet, make_model, masked_mean_of_values
 
 
 def count(tree):
@@ -145,6 +145,26 @@ def test_broadcast_conv_closed_form_equals_plain_conv():
   closed = BroadcastConv(7, 9, 8, method="closed_form")
   params = plain.init(jax.random.key(1), c)
   np.testing.assert_allclose(closed.apply(params, c), plain.apply(params, c), atol=1e-5)
+
+
+def test_masked_mean_of_values_equals_the_mean_of_the_values():
+  # The slot step's input y: the masked mean of the values F @ W + b, from the masked mean of F.
+  ks = jax.random.split(jax.random.key(0), 5)
+  masks = jax.nn.softmax(jax.random.normal(ks[0], (2, 3, 5, 4)), axis=1)
+  features = jax.random.normal(ks[1], (2, 5, 4, 6))
+  kernel, bias = jax.random.normal(ks[2], (6, 7)), jax.random.normal(ks[3], (7,))
+  weights = jax.random.normal(ks[4], (2, 3, 7))
+
+  def plain(masks, features, kernel, bias):
+    values = features @ kernel + bias  # [B, h, w, C]
+    return jnp.einsum("bkhw,bhwc->bkc", masks, values) / 20
+
+  args = (masks, features, kernel, bias)
+  np.testing.assert_allclose(masked_mean_of_values(*args), plain(*args), rtol=1e-5, atol=1e-6)
+  grads = [jax.grad(lambda *a: jnp.sum(f(*a) * weights), argnums=(0, 1, 2, 3))(*args)
+           for f in (masked_mean_of_values, plain)]
+  for g, ref in zip(*grads):
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_recurrent_attention_matches_a_python_loop(tiny):

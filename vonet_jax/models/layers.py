@@ -49,7 +49,8 @@ class PointwiseConv(nn.Module):
 
 class ConvParams(nn.Module):
   """The parameters of an `nn.Conv` (kernel [*kernel_shape], optional bias [features]), same
-  names and initialisation, for layers that compute their convolution another way."""
+  names and initialisation, for layers that compute their convolution another way; with a
+  kernel shape [C_in, features], those of an `nn.Dense`."""
   kernel_shape: tuple
   use_bias: bool = True
 

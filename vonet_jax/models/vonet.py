@@ -22,7 +22,7 @@ from vonet_jax.models.attention import ParallelAttention
 from vonet_jax.models.backbone import Backbone
 from vonet_jax.models.decoder import TransformerDecoder
 from vonet_jax.models.dvae import DVAE
-from vonet_jax.models.layers import Dense
+from vonet_jax.models.layers import ConvParams
 from vonet_jax.models.slots import (GaussianHead, InitialSlots, Prior, TrajectoryLatent,
                                     balanced_kl)
 
@@ -41,14 +41,13 @@ class SlotStep(nn.Module):
   @nn.compact
   def __call__(self, r_prev, features, first):
     cfg = self.cfg
-    _, h, w, c = features.shape
+    c = features.shape[-1]
     noise = jax.random.normal(self.make_rng("noise"), r_prev.shape)
     r0 = InitialSlots(cfg.init_transformer, cfg.attention_impl, name="initial_slots")(noise)
     r_in = jnp.where(first[:, None, None], r0, r_prev)  # [B, K, D]
     out = ParallelAttention(cfg, name="attention")(features, r_in)
-    values = Dense(c, name="values")(features)  # [B, h, w, C]
-    # Masked sum over pixels divided by the pixel count (code), not by the mask mass.
-    y = jnp.einsum("bkhw,bhwc->bkc", out["masks"], values) / (h * w)  # [B, K, C]
+    kernel, bias = ConvParams((c, c), name="values")()  # nn.Dense(c)'s parameters
+    y = masked_mean_of_values(out["masks"], features, kernel, bias)  # [B, K, C]
     r = TrajectoryLatent(cfg.mlp_hidden, name="trajectory")(y, r_in)
     posterior = GaussianHead(cfg.posterior_hidden, r.shape[-1], name="posterior")(r)
     prior = Prior(cfg.prior_transformer, cfg.posterior_hidden, cfg.attention_impl,
@@ -60,6 +59,29 @@ class SlotStep(nn.Module):
         prior_mu=prior[0], prior_log_sigma=prior[1],
         kl=balanced_kl(posterior, prior, cfg.kl_balance))
     return r, out
+
+
+def masked_mean_of_values(masks, features, kernel, bias):
+  """The mask-weighted sum over pixels of the values V = features @ kernel + bias, divided by the
+  pixel count (the authors' code), not by the mask mass.
+
+  Computed as (the masked mean of the features) @ kernel + (the mean mask) * bias: the same sum in
+  exact arithmetic (float32 results differ by rounding; tests/test_model.py), without the values
+  [B, h, w, C] (a [B*h*w, C] x [C, C] matmul, 2.1 GFLOP per step of MOVi-A's 16-worker
+  collection).
+
+  Args:
+    masks: [B, K, h, w].
+    features: [B, h, w, C].
+    kernel: [C, C_out]; bias: [C_out].
+
+  Returns:
+    [B, K, C_out].
+  """
+  _, _, h, w = masks.shape
+  mean_features = jnp.einsum("bkhw,bhwc->bkc", masks, features) / (h * w)  # [B, K, C]
+  mean_mask = jnp.mean(masks, axis=(2, 3))  # [B, K]
+  return jnp.dot(mean_features, kernel) + mean_mask[..., None] * bias
 
 
 def _scan_slot_step(unroll: int):
