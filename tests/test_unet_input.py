@@ -45,6 +45,9 @@ def test_fused_first_conv_equals_conv_of_the_plain_maps():
   (_, plain_y), plain_grads = results[1]
   assert fused_y.shape == (b * k, h, w, out)
   np.testing.assert_allclose(fused_y, plain_y, rtol=1e-5, atol=1e-5)
+  # Evaluated alone, the fused conv computes its mask term another way (`mask_term`).
+  np.testing.assert_allclose(first_conv(True, params, kernel, *inputs)[1], plain_y, rtol=1e-5,
+                             atol=1e-5)
   for g, r in zip(jax.tree_util.tree_leaves(fused_grads), jax.tree_util.tree_leaves(plain_grads)):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
