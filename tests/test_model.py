@@ -8,7 +8,7 @@ import pytest
 from configs import movi_a, movi_d
 from configs import tiny as tiny_configs
 from vonet_jax import train, train_step
-from vonet_jax.models.attention import RecurrentAttention
+from vonet_jax.models.attention import RecurrentAttention, key_context_logits
 from vonet_jax.models.unet_input import BroadcastConv
 from vonet_jax.models.slots import InitialSlots, balanced_kl, gaussian_kl
 from vonet_jax.models.vonet import VONet, make_model, masked_mean_of_values
@@ -165,6 +165,26 @@ def test_masked_mean_of_values_equals_the_mean_of_the_values():
            for f in (masked_mean_of_values, plain)]
   for g, ref in zip(*grads):
     np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_key_context_logits_equal_the_dot_products_of_the_keys():
+  # The estimated masks' logits: the keys F @ W + b dotted with each context, from W @ context.
+  ks = jax.random.split(jax.random.key(0), 5)
+  features = jax.random.normal(ks[0], (2, 5, 4, 6))
+  context = jax.random.normal(ks[1], (2, 3, 7))
+  kernel, bias = jax.random.normal(ks[2], (6, 7)), jax.random.normal(ks[3], (7,))
+  weights = jax.random.normal(ks[4], (2, 3, 5, 4))
+
+  def plain(features, context, kernel, bias):
+    keys = features @ kernel + bias  # [B, h, w, C]
+    return jnp.einsum("bhwc,bkc->bkhw", keys, context) / jnp.sqrt(7.0)
+
+  args = (features, context, kernel, bias)
+  np.testing.assert_allclose(key_context_logits(*args), plain(*args), rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda *a: jnp.sum(f(*a) * weights), argnums=(0, 1, 2, 3))(*args)
+           for f in (key_context_logits, plain)]
+  for g, ref in zip(*grads):
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_recurrent_attention_matches_a_python_loop(tiny):
