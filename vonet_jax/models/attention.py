@@ -30,8 +30,10 @@ def key_context_logits(features, context, kernel, bias):
   """
   queries = jnp.einsum("ic,bkc->bki", kernel, context)  # [B, K, C_in]
   offsets = jnp.einsum("c,bkc->bk", bias, context)  # [B, K]
-  logits = jnp.einsum("bhwi,bki->bkhw", features, queries) + offsets[:, :, None, None]
-  return logits / jnp.sqrt(context.shape[-1])
+  # Pixel-major first ([B, h, w, K]), then the small result transposed: XLA:CPU would otherwise
+  # transpose F itself to [B, C_in, h*w] for the matmul.
+  logits = jnp.einsum("bhwi,bki->bhwk", features, queries).transpose(0, 3, 1, 2)
+  return (logits + offsets[:, :, None, None]) / jnp.sqrt(context.shape[-1])
 
 
 class ParallelAttention(nn.Module):
