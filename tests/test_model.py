@@ -147,6 +147,16 @@ def test_broadcast_conv_closed_form_equals_plain_conv():
   np.testing.assert_allclose(closed.apply(params, c), plain.apply(params, c), atol=1e-5)
 
 
+def _assert_same_values_and_gradients(f, plain, args, weights):
+  """f(*args) equals plain(*args), and so do the gradients of sum(f * weights) w.r.t. each arg."""
+  np.testing.assert_allclose(f(*args), plain(*args), rtol=1e-5, atol=1e-5)
+  argnums = tuple(range(len(args)))
+  grads = [jax.grad(lambda *a: jnp.sum(g(*a) * weights), argnums=argnums)(*args)
+           for g in (f, plain)]
+  for g, ref in zip(*grads):
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_masked_mean_of_values_equals_the_mean_of_the_values():
   # The slot step's input y: the masked mean of the values F @ W + b, from the masked mean of F.
   ks = jax.random.split(jax.random.key(0), 5)
@@ -159,12 +169,8 @@ def test_masked_mean_of_values_equals_the_mean_of_the_values():
     values = features @ kernel + bias  # [B, h, w, C]
     return jnp.einsum("bkhw,bhwc->bkc", masks, values) / 20
 
-  args = (masks, features, kernel, bias)
-  np.testing.assert_allclose(masked_mean_of_values(*args), plain(*args), rtol=1e-5, atol=1e-6)
-  grads = [jax.grad(lambda *a: jnp.sum(f(*a) * weights), argnums=(0, 1, 2, 3))(*args)
-           for f in (masked_mean_of_values, plain)]
-  for g, ref in zip(*grads):
-    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6)
+  _assert_same_values_and_gradients(masked_mean_of_values, plain,
+                                    (masks, features, kernel, bias), weights)
 
 
 def test_key_context_logits_equal_the_dot_products_of_the_keys():
@@ -179,12 +185,8 @@ def test_key_context_logits_equal_the_dot_products_of_the_keys():
     keys = features @ kernel + bias  # [B, h, w, C]
     return jnp.einsum("bhwc,bkc->bkhw", keys, context) / jnp.sqrt(7.0)
 
-  args = (features, context, kernel, bias)
-  np.testing.assert_allclose(key_context_logits(*args), plain(*args), rtol=1e-5, atol=1e-5)
-  grads = [jax.grad(lambda *a: jnp.sum(f(*a) * weights), argnums=(0, 1, 2, 3))(*args)
-           for f in (key_context_logits, plain)]
-  for g, ref in zip(*grads):
-    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
+  _assert_same_values_and_gradients(key_context_logits, plain,
+                                    (features, context, kernel, bias), weights)
 
 
 def test_recurrent_attention_matches_a_python_loop(tiny):
