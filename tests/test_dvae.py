@@ -153,3 +153,28 @@ def test_first_argmax_equals_jnp_argmax_with_ties_and_nans():
   got = np.asarray(jax.jit(dvae.first_argmax)(jnp.asarray(x)))
   assert got.dtype == np.int32
   np.testing.assert_array_equal(got, expected)
+
+
+def test_training_pass_equals_decoding_the_softmax_sample(tiny):
+  # DVAE.__call__ decodes the sample as weights / row sums (gumbel_softmax_parts, the decoder's
+  # first layer dividing after its matmul): the same reconstruction, tokens and gradients as
+  # decoding gumbel_softmax's sample.
+  model, images, params = tiny
+  rng, tau = jax.random.key(4), 0.7
+  w = jax.random.normal(jax.random.key(5), images.shape)
+
+  def plain(p):
+    logits = model.apply(p, images, method=lambda m, x: m.encoder(x, normalize=False))
+    relaxed, tokens = dvae.gumbel_softmax(logits, tau, rng)
+    return model.apply(p, relaxed, method=DVAE.decode), tokens.reshape(2, -1)
+
+  def fast(p):
+    out = model.apply(p, images, tau, rng)
+    return out["recon"], out["tokens"]
+
+  (recon, tokens), (ref_recon, ref_tokens) = jax.jit(fast)(params), jax.jit(plain)(params)
+  np.testing.assert_array_equal(tokens, ref_tokens)
+  np.testing.assert_allclose(recon, ref_recon, rtol=1e-5, atol=1e-6)
+  grads = [jax.jit(jax.grad(lambda p, f=f: jnp.sum(f(p)[0] * w)))(params) for f in (fast, plain)]
+  jax.tree_util.tree_map(lambda g, ref: np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-6),
+                         *grads)

@@ -37,11 +37,15 @@ class PointwiseConv(nn.Module):
   bias_init: Callable = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, row_sums=None):
+    """x: [..., C_in] -> [..., features]; with row_sums [..., 1], the layer of x / row_sums,
+    computed as (x @ kernel) / row_sums + bias (the same to float rounding)."""
     kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = jnp.dot(_flat(x), kernel[0, 0])  # [N, features]
+    if row_sums is not None:
+      y = y / _flat(row_sums).astype(y.dtype)
     if bias is not None:
       y = y + bias
     return y.reshape(x.shape[:-1] + (self.features,))
