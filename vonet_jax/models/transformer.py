@@ -23,6 +23,7 @@ from vonet_jax.models import random_box
 from vonet_jax.models.layers import Dense
 from vonet_jax.models.lean_backward import (LayerNorm, pack_bits, relu, tie_bits_to, tie_floats_to,
                                             tie_key_to, unpack_bits)
+from vonet_jax.models.materialize import materialize
 from vonet_jax.models.random_box import bernoulli_box
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's default (Flax's is 1e-6).
@@ -265,9 +266,12 @@ def causal_dropout_attention(q, k, v, dropout: "ProbabilityDropout", num_blocks:
   length = q.shape[1]
   if length % num_blocks:
     raise ValueError(f"causal attention blocks: {num_blocks} does not divide {length} positions")
-  # Heads first, so that each block's slices of q, k and v are plain copies, not transposes.
-  out = _blocked_causal_attention(*map(heads_first, (q, k, v)), dropout.key(), 1.0 - dropout.rate,
-                                  jnp.dtype(q.dtype), num_blocks, recompute)  # [B, H, T, Dh]
+  # Heads first and stored (`materialize`), so that each block's slices of q, k and v are plain
+  # copies: XLA:CPU otherwise fuses the transpose into every slice of the forward and backward
+  # passes, each reading the projections with the transpose's stride.
+  heads = [materialize(heads_first(a)) for a in (q, k, v)]  # [B, H, T, Dh] each
+  out = _blocked_causal_attention(*heads, dropout.key(), 1.0 - dropout.rate, jnp.dtype(q.dtype),
+                                  num_blocks, recompute)  # [B, H, T, Dh]
   return heads_first(out)
 
 
