@@ -39,6 +39,9 @@ def test_max_pool_same_values_and_gradients_as_a_max_reduction():
   np.testing.assert_array_equal(grad, jax.grad(loss(plain))(x))
   share = np.asarray(grad)[0, :2, :2, 1]  # the window with three tied maxima
   np.testing.assert_allclose(share[share != 0], np.full(3, share.sum() / 3), rtol=1e-6)
+  with_nan = x.at[1, 2, 3, 4].set(jnp.nan)  # a NaN wins its window, as in the reduction
+  np.testing.assert_array_equal(max_pool2(with_nan), plain(with_nan))
+  assert np.isnan(np.asarray(max_pool2(with_nan))[1, 1, 1, 4])
 
 
 def test_max_pool_equals_flax_max_pool_after_relu():
