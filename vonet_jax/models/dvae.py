@@ -234,7 +234,8 @@ class DVAE(nn.Module):
     # The decoder's first layer divides by the sample's row sums after its matmul
     # (`gumbel_softmax_parts`).
     logits = self.encoder(images, normalize=False)  # [B, h, w, V]
-    weights, row_sums, tokens = gumbel_softmax_parts(logits, tau, rng)  # [B, h, w, V | 1], [B, h, w]
+    # [B, h, w, V], [B, h, w, 1], [B, h, w]
+    weights, row_sums, tokens = gumbel_softmax_parts(logits, tau, rng)
     recon = self.decoder(weights.astype(jnp.dtype(self.dtype)), row_sums)  # [B, H, W, 3]
     mse = jnp.sum(jnp.square(recon - images.astype(jnp.float32)), axis=(1, 2, 3))  # [B]
     b = images.shape[0]

@@ -18,14 +18,17 @@ XLA:CPU removes barriers before it fuses. The ones are elementwise, computed fro
 rewrites a division by a broadcast scalar as a multiplication by its reciprocal, which is cheap.)
 
 Used on the U-Net's first block (`unet.UNet`): its convolution output with its cotangent, and its
-output; and on the decoder's self-attention q, k and v laid out heads first
-(`transformer.causal_dropout_attention`), whose transpose XLA had fused into each block's slice,
-forward and backward (the decoder part by turns faster in 10 of 10 rounds, mean 0.29 s). By turns, MOVi-A B=4 (`experiments/compare_revisions.py`, 12 rounds each): the output
+output. By turns, MOVi-A B=4 (`experiments/compare_revisions.py`, 12 rounds each): the output
 alone faster in 8 of 12 rounds (mean 0.40 s, standard error 0.12 s), the convolution output and
 its cotangent on top faster in 10 of 12 (medians 9.85 against 10.12 s). Tried and left out, no
 gain by turns: each backbone block's output (4 of 12 rounds), the up blocks' phase-convolution
 cotangent (`upsampled_conv`, 5 of 12), the up blocks' convolution outputs (sums of two parts,
 as the first block's) with their cotangents (4 of 10, mean 0.37 s slower).
+
+Used too on the decoder's self-attention q, k and v laid out heads first
+(`transformer.causal_dropout_attention`), whose transpose XLA had fused into each query block's
+slice of them, forward and backward: the decoder part by turns faster in 10 of 10 rounds (mean
+0.29 s); the whole update level (5 of 12 rounds, mean 0.02 s, standard error 0.32).
 """
 import functools
 
