@@ -28,7 +28,8 @@ as the first block's) with their cotangents (4 of 10, mean 0.37 s slower).
 Used too on the decoder's self-attention q, k and v laid out heads first
 (`transformer.causal_dropout_attention`), whose transpose XLA had fused into each query block's
 slice of them, forward and backward: the decoder part by turns faster in 10 of 10 rounds (mean
-0.29 s); the whole update level (5 of 12 rounds, mean 0.02 s, standard error 0.32).
+0.29 s); the whole update 5 of 12 rounds in a noisy window (mean 0.02 s, standard error 0.32),
+then against its revert 8 of 12 (mean 0.18 s, standard error 0.09).
 """
 import functools
 
