@@ -86,10 +86,8 @@ class UNet(nn.Module):
     skips = []
     for i, ch in enumerate(self.channels):
       x = block_cls(ch, dtype=self.dtype, name=f"down{i}")(x)
-      if i > 0:
-        x = max_pool2(x)
-      else:  # read by down1 and its kernel gradient's transposed copy, and by the last skip
-        x = materialize(x)
+      # Stored once: read by the next block, its kernel gradient's transposed copy and a skip.
+      x = materialize(max_pool2(x) if i > 0 else x)
       skips.append(x)
     _, bh, bw, bc = x.shape  # bottleneck map, e.g. 4x4x128
     emb = nn.relu(Dense(self.fc, dtype=self.dtype, name="fc1")(x.reshape(b * k, -1)))
