@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from vonet_jax.models.layers import PointwiseConv
 from vonet_jax.models.lean_backward import relu
+from vonet_jax.models.materialize import materialize
 from vonet_jax.models.short_broadcast import repeat
 from vonet_jax.models.transformer import FeedForward
 
@@ -41,7 +42,10 @@ class ResNetBlock(nn.Module):
       shortcut = nn.Conv(self.channels, (1, 1), strides=self.stride, use_bias=False,
                          name="shortcut_conv")(x)
       shortcut = norm("shortcut_bn")(shortcut)
-    return relu(y + shortcut)  # [B, H/stride, W/stride, channels]
+    y = relu(y + shortcut)  # [B, H/stride, W/stride, channels]
+    # Stored once in training (`materialize`): else the transposed copy of it that the next
+    # block's kernel gradients read recomputes the residual chain back through every block.
+    return materialize(y) if train else y
 
 
 def position_grid(height: int, width: int) -> jnp.ndarray:

@@ -18,17 +18,26 @@ XLA:CPU removes barriers before it fuses. The ones are elementwise, computed fro
 rewrites a division by a broadcast scalar as a multiplication by its reciprocal, which is cheap.)
 
 Used on the U-Net's first block (`unet.UNet`): its convolution output with its cotangent, and its
-output; and on every later down block's max-pooled output, which the transposed copy for the next
+output. By turns, MOVi-A B=4 (`experiments/compare_revisions.py`, 12 rounds each): the output
+alone faster in 8 of 12 rounds (mean 0.40 s, standard error 0.12 s), the convolution output and
+its cotangent on top faster in 10 of 12 (medians 9.85 against 10.12 s). Tried and left out, no
+gain by turns: the up blocks' phase-convolution cotangent (`upsampled_conv`, 5 of 12), the up
+blocks' convolution outputs (sums of two parts, as the first block's) with their cotangents (4 of
+10, mean 0.37 s slower), the other blocks' convolution cotangents alone (the U-Net part 6 of 12).
+
+Used on every later down block's max-pooled output, which the transposed copy for the next
 convolution's kernel gradient had recomputed from the block's full-size convolution output
 (InstanceNorm, ReLU and pool again, 55 ms per frame at the second level): the U-Net part by turns
 faster in 12 of 12 rounds (mean 0.24 s, standard error 0.01 s), the whole update in 10 of 12
 (mean 0.08 s, standard error 0.08 s), the collection level (6 of 16), B=32 compiled 28.13 ->
-28.44 GB. By turns, MOVi-A B=4 (`experiments/compare_revisions.py`, 12 rounds each): the output
-alone faster in 8 of 12 rounds (mean 0.40 s, standard error 0.12 s), the convolution output and
-its cotangent on top faster in 10 of 12 (medians 9.85 against 10.12 s). Tried and left out, no
-gain by turns: each backbone block's output (4 of 12 rounds), the up blocks' phase-convolution
-cotangent (`upsampled_conv`, 5 of 12), the up blocks' convolution outputs (sums of two parts,
-as the first block's) with their cotangents (4 of 10, mean 0.37 s slower).
+28.44 GB.
+
+Used on each backbone block's output in training (`backbone.ResNetBlock`), whose transposed
+copies for the kernel gradients had recomputed the residual chain back through every earlier
+block: the backbone part by turns faster in 11 of 12 rounds (mean 0.25 s, standard error 0.03 s),
+the whole update in 10 of 12 (mean 0.37 s, standard error 0.12 s), B=32 memory unchanged. (An
+earlier try, on the whole update alone, had seen 4 of 12 rounds.) Inference (the collection)
+keeps the plain forward: there it was level (10 of 16 rounds, mean -0.08 s, standard error 0.08).
 
 Used too on the decoder's self-attention q, k and v laid out heads first
 (`transformer.causal_dropout_attention`), whose transpose XLA had fused into each query block's
