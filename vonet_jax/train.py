@@ -19,6 +19,7 @@ from etils import epath
 from vonet_jax import (checkpointing, data, evaluate, host_memory, optim, schedules, seeds,
                        sharding, summaries, train_step)
 from vonet_jax.config_validation import validate_config
+from vonet_jax.data import prefetch
 from vonet_jax.errors import UserError
 from vonet_jax.replay import ReplayBuffer, VideoWorkers
 
@@ -68,12 +69,15 @@ class ReplayCollector:
     res = config.data.resolution
     self.config = config
     self.mesh = mesh
-    self.workers = VideoWorkers(data.train_videos(config, start=videos_consumed),
-                                r.num_workers, config.data.num_frames, (res, res, 3))
+    # Enough videos read ahead for every worker to change at once (data/prefetch.py says why).
+    videos = prefetch.Prefetcher(data.train_videos(config, start=videos_consumed),
+                                 depth=r.num_workers, name="training videos")
+    self.workers = VideoWorkers(videos, r.num_workers, config.data.num_frames, (res, res, 3))
     self.buffer = ReplayBuffer(r.num_workers, r.capacity_per_worker, (res, res, 3),
                                (m.num_slots, m.slot_size), config.train.segment_length)
     self.state = np.zeros((r.num_workers, m.num_slots, m.slot_size), np.float32)  # r [W, K, D]
     self._collect = train_step.make_collect_step(config, mesh)
+    self._videos = videos
 
     # The frames of the next collection ([W, F, H, W, 3], [W, F]), read ahead while the device
     # runs the update; part of the checkpoint.
@@ -97,6 +101,10 @@ class ReplayCollector:
     first = segment_resets(batch["frame_index"], self.config.replay.enabled)
     return dict(frames=batch["frames"], state=batch["state"], frame_index=batch["frame_index"],
                 first=first)
+
+  def close(self):
+    """Stops reading videos ahead."""
+    self._videos.close()
 
   def state_dict(self) -> dict:
     return dict(buffer=self.buffer.state_dict(), workers=self.workers.state_dict(),
@@ -226,5 +234,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.warning("SIGTERM: saved the checkpoint of iteration %d; stopping.", iteration)
         break
   writer.flush()
+  collector.close()
   checkpointer.close()
   return dict(iteration=iteration, metrics=last_metrics, eval=eval_summary, state=state)
