@@ -57,6 +57,22 @@ def test_reads_depth_items_ahead_without_being_asked():
   items.close()
 
 
+def test_counts_the_time_next_waited_for_a_slow_source():
+  class Slow(CountingSource):
+    def __next__(self):
+      time.sleep(0.2)
+      return super().__next__()
+
+  items = Prefetcher(Slow(), depth=1, name="test prefetch")
+  next(items)  # read after 0.2 s
+  assert 0.15 < items.waited_s < 1.0
+  time.sleep(0.5)  # the next one is ready
+  before = items.waited_s
+  next(items)
+  assert items.waited_s - before < 0.05
+  items.close()
+
+
 def test_the_sources_error_is_raised_by_next_with_its_type_after_the_items_before_it():
   items = Prefetcher(CountingSource(fail_at=2, error=UserError("bad record: fix it")), depth=2,
                      name="test prefetch")

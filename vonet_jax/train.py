@@ -102,6 +102,11 @@ class ReplayCollector:
     return dict(frames=batch["frames"], state=batch["state"], frame_index=batch["frame_index"],
                 first=first)
 
+  @property
+  def video_wait_s(self) -> float:
+    """Seconds the loop has waited for videos not yet read ahead (since this process began)."""
+    return self._videos.waited_s
+
   def close(self):
     """Stops reading videos ahead."""
     self._videos.close()
@@ -208,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       last_metrics = sharding.to_host(metrics)
       _check_finite(last_metrics, iteration, checkpointer)
       if iteration % config.log_scalars_every == 0:
-        scalars = dict(last_metrics, replay_fill=collector.buffer.num_steps)
+        scalars = dict(last_metrics, replay_fill=collector.buffer.num_steps,
+                       video_wait_s=collector.video_wait_s)
         writer.write_scalars(iteration, summaries.scalar_dict(scalars))
         logging.info("iteration %d/%d: loss %.4g (dVAE %.4g, CE %.4g, KL %.4g x beta %.3g)",
                      iteration, config.train.num_iterations, last_metrics["loss"],

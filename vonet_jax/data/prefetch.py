@@ -12,6 +12,7 @@ reaches it, with its own type (a UserError stays a one-line error).
 """
 import queue
 import threading
+import time
 import weakref
 from typing import Iterator, TypeVar
 
@@ -44,6 +45,7 @@ class Prefetcher(Iterator[T]):
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
     self._done = False
+    self.waited_s = 0.0  # time `next` spent waiting for the thread, in all
     thread = threading.Thread(target=_read, args=(iter(source), self._queue, self._stop),
                               name=name, daemon=True)
     thread.start()
@@ -52,7 +54,9 @@ class Prefetcher(Iterator[T]):
   def __next__(self) -> T:
     if self._done or not self._close.alive:
       raise StopIteration
+    start = time.perf_counter()
     item = self._queue.get()
+    self.waited_s += time.perf_counter() - start
     if isinstance(item, _End):
       self._done = True
       raise StopIteration
