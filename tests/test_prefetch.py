@@ -63,13 +63,14 @@ def test_counts_the_time_next_waited_for_a_slow_source():
       time.sleep(0.2)
       return super().__next__()
 
-  items = Prefetcher(Slow(), depth=1, name="test prefetch")
+  source = Slow()
+  items = Prefetcher(source, depth=1, name="test prefetch")
   next(items)  # read after 0.2 s
   assert 0.15 < items.waited_s < 1.0
-  time.sleep(0.5)  # the next one is ready
+  assert wait_until(lambda: source.read == 3)  # item 1 queued, item 2 waiting for room
   before = items.waited_s
   next(items)
-  assert items.waited_s - before < 0.05
+  assert items.waited_s - before < 0.1
   items.close()
 
 
