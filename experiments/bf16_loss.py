@@ -23,21 +23,9 @@ flags.DEFINE_string("workdir", "/tmp/vonet_bf16_loss", "Training workdirs go bel
 flags.DEFINE_integer("updates", 200, "Updates compared.")
 
 
-def read_scalars(workdir: pathlib.Path, tag: str) -> dict[int, float]:
-  """{step: value} of one CLU scalar from the TensorBoard event files of a workdir."""
-  import tensorflow as tf
-  values = {}
-  for path in sorted(workdir.glob("events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for v in event.summary.value:
-        if v.tag == tag:
-          values[event.step] = float(tf.make_ndarray(v.tensor))
-  return values
-
-
 def train(dtype: str, workdir: pathlib.Path) -> dict[int, float]:
   from configs import synthetic_small
-  from vonet_jax import schedules, train as trainer
+  from vonet_jax import schedules, summaries, train as trainer
   config = synthetic_small.get_config()
   config.model.compute_dtype = dtype
   first = schedules.first_training_iteration(config)
@@ -46,7 +34,7 @@ def train(dtype: str, workdir: pathlib.Path) -> dict[int, float]:
   config.log_images_every = 10 ** 9
   config.checkpoint_every = 10 ** 9
   trainer.train_and_evaluate(config, str(workdir))
-  return read_scalars(workdir, "loss")
+  return summaries.read_scalars(workdir, "loss")
 
 
 def main(argv):

@@ -91,22 +91,12 @@ def test_resume_after_sigkill_is_exact(env, straight, tmp_path):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def logged_scalars(workdir):
-  """{tag: {step: value}} of the run's TensorBoard events in `workdir` (not its eval/ folder)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  scalars = {}
-  for path in sorted(workdir.glob("events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.HasField("tensor") and not value.tensor.tensor_shape.dim:
-          scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-  return scalars
-
-
 @needs_sample
 def test_the_summaries_hold_the_losses_and_the_video_wait(straight):
-  scalars = logged_scalars(straight)
-  for tag in ("loss", "dvae_mse", "token_ce", "kl_total", "beta", "replay_fill", "video_wait_s"):
+  from vonet_jax import summaries
+  tags = ("loss", "dvae_mse", "token_ce", "kl_total", "beta", "replay_fill", "video_wait_s")
+  scalars = {tag: summaries.read_scalars(straight, tag) for tag in tags}
+  for tag in tags:
     assert sorted(scalars.get(tag, {})) == [2, 4, 6, 8], (tag, sorted(scalars))
   wait = [scalars["video_wait_s"][step] for step in (2, 4, 6, 8)]
   assert all(w >= 0 for w in wait) and wait == sorted(wait)  # seconds in all: never decreases

@@ -1,4 +1,7 @@
-"""What training writes to TensorBoard through CLU: hparams, scalars and pictures."""
+"""What training writes to TensorBoard through CLU: hparams, scalars and pictures; and reading
+the scalars back."""
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,6 +32,19 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict:
 def scalar_dict(values: dict) -> dict:
   """Host metrics -> {name: float}; array metrics (e.g. per-slot values) become their mean."""
   return {k: float(np.mean(v)) for k, v in values.items()}
+
+
+def read_scalars(workdir: pathlib.Path, tag: str) -> dict[int, float]:
+  """{step: value} of one CLU scalar from the TensorBoard event files of a workdir (not of its
+  eval/ folder)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  (only readers need it)
+  values = {}
+  for path in sorted(pathlib.Path(workdir).glob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for v in event.summary.value:
+        if v.tag == tag:
+          values[event.step] = float(tf.make_ndarray(v.tensor))
+  return values
 
 
 class TrainingPictures:
