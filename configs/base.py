@@ -73,6 +73,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   m.unet_input = "fused"                 # "fused": U-Net's first conv from the input's parts
                                          # (exact, fast); "plain": build the [B,K,h,w,C] maps
   m.attention_impl = "xla"               # "xla": jax.nn.dot_product_attention; "einsum": plain
+  m.conv3x3 = "auto"                     # the backbone's and U-Net's 3x3 convs where nothing
+                                         # is differentiated (collection, evaluation): "winograd"
+                                         # (F(2x2, 3x3), models/winograd.py; exact but for
+                                         # rounding), "direct" (XLA's conv), "auto": winograd on
+                                         # the CPU backend, direct elsewhere (cuDNN chooses)
   m.remat = False                        # nn.remat on U-Net and decoder blocks
   m.compute_dtype = "float32"            # "bfloat16": bf16 compute, fp32 params and losses
 

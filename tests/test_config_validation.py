@@ -24,6 +24,7 @@ def test_shipped_configs_are_valid(module):
     ("model.kl_balance", 1.5, 1, "config.model.kl_balance"),
     ("replay.initial_frames", 10**9, 1, "config.replay.initial_frames"),
     ("train.bulk_rng", "philox", 1, "config.train.bulk_rng: use 'threefry' or 'rbg'"),
+    ("model.conv3x3", "fft", 1, "config.model.conv3x3: use 'auto', 'winograd' or 'direct'"),
     ("train.release_memory_every", -1, 1, "config.train.release_memory_every: must be >= 0"),
 ])
 def test_bad_values_name_the_key(key, value, devices, expected):

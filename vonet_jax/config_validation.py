@@ -37,6 +37,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
            f"use 'fused' or 'plain', got {m.unet_input!r}")
   _require(m.attention_impl in ("xla", "einsum"), "model.attention_impl",
            f"use 'xla' or 'einsum', got {m.attention_impl!r}")
+  _require(m.conv3x3 in ("auto", "winograd", "direct"), "model.conv3x3",
+           f"use 'auto', 'winograd' or 'direct', got {m.conv3x3!r}")
   tokens = (d.resolution // 4) ** 2
   _require(m.decoder.causal_blocks >= 1 and tokens % m.decoder.causal_blocks == 0,
            "model.decoder.causal_blocks", f"must divide the {tokens} dVAE tokens of a "

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models import winograd
 from vonet_jax.models.layers import ConvParams
 from vonet_jax.models.transformer import FeedForward
 from vonet_jax.models.unet import UNet
@@ -63,7 +64,8 @@ class ParallelAttention(nn.Module):
         features, jnp.exp(est_log_masks), est_log_masks, context)  # [B, K, h, w, C] maps
     delta = UNet(tuple(cfg.unet_channels), cfg.unet_fc, cfg.mask_transformer,
                  attention_impl=cfg.attention_impl, remat=cfg.remat,
-                 zero_output=cfg.unet_zero_output, dtype=dtype, name="unet")(x)  # [B, K, h, w]
+                 zero_output=cfg.unet_zero_output, dtype=dtype,
+                 winograd=winograd.enabled(cfg.conv3x3), name="unet")(x)  # [B, K, h, w]
     log_masks = jax.nn.log_softmax(delta + est_log_masks, axis=1)
     out.update(log_masks=log_masks, masks=jnp.exp(log_masks))
     return out
@@ -79,7 +81,8 @@ class _MonetStep(nn.Module):
     cfg = self.cfg
     x = unet_input_from_config(cfg)(
         features, jnp.exp(log_scope)[:, None], log_scope[:, None], context[:, None])
-    alpha = UNet(tuple(cfg.unet_channels), cfg.unet_fc, None, name="unet")(x)[:, 0]  # [B, h, w]
+    alpha = UNet(tuple(cfg.unet_channels), cfg.unet_fc, None,
+                 winograd=winograd.enabled(cfg.conv3x3), name="unet")(x)[:, 0]  # [B, h, w]
     log_mask = log_scope + jax.nn.log_sigmoid(alpha)
     return log_scope + jax.nn.log_sigmoid(-alpha), log_mask
 

@@ -6,7 +6,8 @@ position embedding.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vonet_jax.models.layers import PointwiseConv
+from vonet_jax.models.conv3x3 import conv3x3
+from vonet_jax.models.layers import ConvParams, PointwiseConv
 from vonet_jax.models.lean_backward import relu
 from vonet_jax.models.materialize import materialize
 from vonet_jax.models.short_broadcast import repeat
@@ -21,22 +22,29 @@ class ResNetBlock(nn.Module):
   """relu(BN(conv(relu(BN(conv(x))))) + shortcut); bias-free 3x3 convs.
 
   The stride-2 block pads explicitly by one pixel per side (as PyTorch), not XLA 'SAME'; its
-  shortcut is a strided 1x1 conv + BN, the others are the identity.
+  shortcut is a strided 1x1 conv + BN, the others are the identity. The stride-1 convolutions
+  are `conv3x3.conv3x3` (nn.Conv's parameters and function), by Winograd's algorithm with
+  `winograd`.
   """
   channels: int
   stride: int = 1
+  winograd: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     # x: [B, H, W, C_in]
     norm = lambda name: nn.BatchNorm(
         use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, name=name)
-    pad = ((1, 1), (1, 1))
-    y = nn.Conv(self.channels, (3, 3), strides=self.stride, padding=pad, use_bias=False,
-                name="conv1")(x)
-    y = relu(norm("bn1")(y))
-    y = nn.Conv(self.channels, (3, 3), padding=pad, use_bias=False, name="conv2")(y)
-    y = norm("bn2")(y)
+
+    def conv(x, name: str, stride: int):  # bias-free 3x3, zero padding 1
+      if stride != 1:
+        return nn.Conv(self.channels, (3, 3), strides=stride, padding=((1, 1), (1, 1)),
+                       use_bias=False, name=name)(x)
+      kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name=name)()
+      return conv3x3(x, kernel, self.winograd)
+
+    y = relu(norm("bn1")(conv(x, "conv1", self.stride)))
+    y = norm("bn2")(conv(y, "conv2", 1))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.channels:
       shortcut = nn.Conv(self.channels, (1, 1), strides=self.stride, use_bias=False,
@@ -71,12 +79,14 @@ class Backbone(nn.Module):
   channels: int = 64
   num_blocks: int = 5
   feature_size: int = 128
+  winograd: bool = False  # stride-1 3x3 convs' forward by `winograd.forward`
 
   @nn.compact
   def __call__(self, frame, train: bool):
     # frame: [B, H, W, 3] float in [0, 1]
     x = frame
     for i in range(self.num_blocks):
-      x = ResNetBlock(self.channels, stride=2 if i == 0 else 1, name=f"block{i}")(x, train)
+      x = ResNetBlock(self.channels, stride=2 if i == 0 else 1, winograd=self.winograd,
+                      name=f"block{i}")(x, train)
     x = PointwiseConv(self.feature_size, name="proj")(x)  # [B, H/2, W/2, feature_size]
     return PositionEmbedding(name="pos_emb")(x)

@@ -12,10 +12,15 @@ and x its kernel ([h, w, N, C_in]). Measured alone on 2 cores, MOVi-A's [44, 64,
 64 -> 32 channels 121 -> 84 ms, [44, 32, 32] maps 128 -> 32 channels 41 -> 29 ms; with
 C_in < C_out the plain form is the faster one (32 -> 64: 86 against 117 ms) and is kept. The
 same sums in another order: kernel gradients equal to float32 rounding (tests/test_conv3x3.py).
+With `winograd`, the convolution evaluated alone (not differentiated: replay collection,
+evaluation) is `winograd.forward` (Winograd's F(2x2, 3x3)); under differentiation it stays XLA's.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models import winograd as winograd_lib
 from vonet_jax.models.lean_backward import tie_floats_to
 
 _PADDING = ((1, 1), (1, 1))
@@ -26,17 +31,17 @@ def _conv(x, kernel):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@jax.custom_vjp
-def conv3x3(x, kernel):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3(x, kernel, winograd: bool = False):
   """x [N, h, w, C_in], kernel [3, 3, C_in, C_out] -> [N, h, w, C_out] (module docstring)."""
-  return _conv(x, kernel)
+  return winograd_lib.forward(x, kernel) if winograd else _conv(x, kernel)
 
 
-def _conv3x3_fwd(x, kernel):
+def _conv3x3_fwd(x, kernel, winograd):
   return _conv(x, kernel), (x, kernel)
 
 
-def _conv3x3_bwd(res, g):
+def _conv3x3_bwd(winograd, res, g):
   x, kernel = res
   (dx,) = jax.vjp(lambda x_: _conv(x_, kernel), x)[1](g)
   c_in, c_out = kernel.shape[2:]

@@ -25,10 +25,12 @@ class ConvNormRelu(nn.Module):
   """conv3x3 (no bias; `conv3x3.conv3x3`) -> InstanceNorm (affine, eps 1e-5) -> ReLU.
 
   x: [N, h, w, C] maps, or a `FusedUNetInput` or `UpsampledWithSkip` whose convolution is
-  computed from its parts (the same parameters) -> [N, h, w, channels].
+  computed from its parts (the same parameters) -> [N, h, w, channels]. `winograd`: the 3x3
+  convolutions' forward pass by `winograd.forward`.
   """
   channels: int
   dtype: Any = jnp.float32
+  winograd: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -36,13 +38,13 @@ class ConvNormRelu(nn.Module):
     kernel, _ = ConvParams((3, 3, x.shape[-1], self.channels), use_bias=False, name="conv")()
     kernel = kernel.astype(self.dtype)
     if isinstance(x, _INPUTS_AS_PARTS):
-      conv = x.conv3x3(kernel)
+      conv = x.conv3x3(kernel, self.winograd)
       # The fused input's convolution, a sum of its parts' convolutions, and its cotangent are
       # stored once, else each of their consumers recomputes them (`materialize`; measured for
       # the up blocks' two-part sums too, where it was slower).
       x = materialize(conv, cotangent=True) if isinstance(x, FusedUNetInput) else conv
     else:  # nn.Conv's function
-      x = conv3x3(x.astype(self.dtype), kernel)
+      x = conv3x3(x.astype(self.dtype), kernel, self.winograd)
     x = InstanceNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
     # jax's ReLU here, not `lean_backward.relu`: with the latter the tiny test config's training
     # (tests/test_train.py, XLA optimisations off) reached a NaN loss at its 4th iteration, though
@@ -68,6 +70,7 @@ class UNet(nn.Module):
     zero_output: the last 1x1 conv starts at zero (kernel and bias), so the U-Net's delta logits
       start at 0 everywhere and the masks at the estimated masks; default False: flax's default
       initialisation (the authors' code initialises every conv alike).
+    winograd: the 3x3 convolutions' forward pass by Winograd's algorithm (`winograd.forward`).
   """
   channels: Sequence[int]
   fc: int
@@ -76,6 +79,7 @@ class UNet(nn.Module):
   remat: bool = False
   zero_output: bool = False
   dtype: Any = jnp.float32
+  winograd: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -85,7 +89,7 @@ class UNet(nn.Module):
       x = x.reshape(b * k, h, w, c)  # [N, h, w, C], N = B*K
     skips = []
     for i, ch in enumerate(self.channels):
-      x = block_cls(ch, dtype=self.dtype, name=f"down{i}")(x)
+      x = block_cls(ch, dtype=self.dtype, winograd=self.winograd, name=f"down{i}")(x)
       # Stored once: read by the next block, its kernel gradient's transposed copy and a skip.
       x = materialize(max_pool2(x) if i > 0 else x)
       skips.append(x)
@@ -106,7 +110,8 @@ class UNet(nn.Module):
       # concat([x, skip]), and from the second block on concat([upsample2(x), skip]), whose
       # convolution runs on x's own grid (`upsampled_conv`: the same function, fewer FLOPs).
       x = jnp.concatenate([x, skip], axis=-1) if j == 0 else UpsampledWithSkip(x, skip)
-      x = block_cls(out_channels[j], dtype=self.dtype, name=f"up{j}")(x)
+      x = block_cls(out_channels[j], dtype=self.dtype, winograd=self.winograd,
+                    name=f"up{j}")(x)
     init = nn.initializers.zeros_init() if self.zero_output else nn.linear.default_kernel_init
     delta = PointwiseConv(1, dtype=self.dtype, kernel_init=init, name="out")(x)  # [N, h, w, 1]
     return delta.reshape(b, k, h, w).astype(jnp.float32)

@@ -24,6 +24,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models import winograd as winograd_lib
 from vonet_jax.models.layers import ConvParams
 from vonet_jax.models.short_broadcast import repeat
 
@@ -203,13 +204,16 @@ class FusedUNetInput:
     b, h, w, c = self.features.shape
     return b, self.num_slots, h, w, c
 
-  def conv3x3(self, kernel):
-    """The zero-padded 3x3 convolution (no bias) of the maps: kernel [3, 3, C, O] -> [N, h, w, O].
+  def conv3x3(self, kernel, winograd: bool = False):
+    """The zero-padded 3x3 convolution (no bias) of the maps: kernel [3, 3, C, O] -> [N, h, w, O];
+    with `winograd`, F's forward pass by `winograd.forward`.
     """
     b, h, w, _ = self.features.shape
     dtype = kernel.dtype
     # F, once per frame: [B, h, w, O].
-    features = _conv(self.features.astype(dtype), kernel, ((1, 1), (1, 1)))
+    features = self.features.astype(dtype)
+    features = (winograd_lib.conv3x3(features, kernel) if winograd
+                else _conv(features, kernel, ((1, 1), (1, 1))))
     masks = mask_term(self.mask_in.astype(dtype), self.mask_kernel.astype(dtype), kernel)
     # Context term: tap pairs (a = the context conv's, b = this conv's) weighted by whether
     # both taps land inside, separably over rows and columns.

@@ -113,10 +113,11 @@ class UpsampledWithSkip:
     """The shape of the concatenated maps, [N, h, w, C_low + C_skip]."""
     return self.skip.shape[:-1] + (self.low.shape[-1] + self.skip.shape[-1],)
 
-  def conv3x3(self, kernel):
+  def conv3x3(self, kernel, winograd: bool = False):
     """The zero-padded 3x3 convolution (no bias) of the concatenated maps: kernel
-    [3, 3, C_low + C_skip, O] -> [N, h, w, O]."""
+    [3, 3, C_low + C_skip, O] -> [N, h, w, O]; with `winograd`, the skip term's forward pass by
+    `winograd.forward`."""
     c_low = self.low.shape[-1]
     dtype = kernel.dtype
     return (conv3x3_of_upsampled(self.low.astype(dtype), kernel[:, :, :c_low])
-            + conv3x3(self.skip.astype(dtype), kernel[:, :, c_low:]))
+            + conv3x3(self.skip.astype(dtype), kernel[:, :, c_low:], winograd))

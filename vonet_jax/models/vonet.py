@@ -18,6 +18,7 @@ import ml_collections
 import jax
 import jax.numpy as jnp
 
+from vonet_jax.models import winograd
 from vonet_jax.models.attention import ParallelAttention
 from vonet_jax.models.backbone import Backbone
 from vonet_jax.models.decoder import TransformerDecoder
@@ -115,7 +116,8 @@ class VONet(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.backbone = Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size)
+    self.backbone = Backbone(cfg.backbone_channels, cfg.backbone_blocks, cfg.feature_size,
+                             winograd=winograd.enabled(cfg.conv3x3))
     # Training segments (T = 3) are unrolled: XLA:CPU runs the backward pass of a while loop
     # about 10x slower than the unrolled steps. Long inference rollouts keep the loop.
     self.dynamics = _scan_slot_step(True if self.train else 1)(cfg)
