@@ -23,8 +23,8 @@ class ResNetBlock(nn.Module):
 
   The stride-2 block pads explicitly by one pixel per side (as PyTorch), not XLA 'SAME'; its
   shortcut is a strided 1x1 conv + BN, the others are the identity. The stride-1 convolutions
-  are `conv3x3.conv3x3` (nn.Conv's parameters and function), by Winograd's algorithm with
-  `winograd`.
+  are `conv3x3.conv3x3` (nn.Conv's parameters and function), with `winograd` by Winograd's
+  algorithm where they are not differentiated.
   """
   channels: int
   stride: int = 1
@@ -79,7 +79,7 @@ class Backbone(nn.Module):
   channels: int = 64
   num_blocks: int = 5
   feature_size: int = 128
-  winograd: bool = False  # stride-1 3x3 convs' forward by `winograd.forward`
+  winograd: bool = False  # stride-1 3x3 convs by Winograd's algorithm where not differentiated
 
   @nn.compact
   def __call__(self, frame, train: bool):

@@ -26,7 +26,7 @@ class ConvNormRelu(nn.Module):
 
   x: [N, h, w, C] maps, or a `FusedUNetInput` or `UpsampledWithSkip` whose convolution is
   computed from its parts (the same parameters) -> [N, h, w, channels]. `winograd`: the 3x3
-  convolutions' forward pass by `winograd.forward`.
+  convolutions by Winograd's algorithm where they are not differentiated (`models/winograd.py`).
   """
   channels: int
   dtype: Any = jnp.float32
@@ -70,7 +70,8 @@ class UNet(nn.Module):
     zero_output: the last 1x1 conv starts at zero (kernel and bias), so the U-Net's delta logits
       start at 0 everywhere and the masks at the estimated masks; default False: flax's default
       initialisation (the authors' code initialises every conv alike).
-    winograd: the 3x3 convolutions' forward pass by Winograd's algorithm (`winograd.forward`).
+    winograd: the 3x3 convolutions by Winograd's algorithm where they are not differentiated
+      (collection, evaluation; `models/winograd.py`).
   """
   channels: Sequence[int]
   fc: int

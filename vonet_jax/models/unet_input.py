@@ -206,7 +206,8 @@ class FusedUNetInput:
 
   def conv3x3(self, kernel, winograd: bool = False):
     """The zero-padded 3x3 convolution (no bias) of the maps: kernel [3, 3, C, O] -> [N, h, w, O];
-    with `winograd`, F's forward pass by `winograd.forward`.
+    with `winograd`, F's convolution by `winograd.conv3x3` (Winograd's algorithm where it is not
+    differentiated).
     """
     b, h, w, _ = self.features.shape
     dtype = kernel.dtype

@@ -115,8 +115,8 @@ class UpsampledWithSkip:
 
   def conv3x3(self, kernel, winograd: bool = False):
     """The zero-padded 3x3 convolution (no bias) of the concatenated maps: kernel
-    [3, 3, C_low + C_skip, O] -> [N, h, w, O]; with `winograd`, the skip term's forward pass by
-    `winograd.forward`."""
+    [3, 3, C_low + C_skip, O] -> [N, h, w, O]; with `winograd`, the skip term's convolution by
+    Winograd's algorithm where it is not differentiated (`conv3x3.conv3x3`)."""
     c_low = self.low.shape[-1]
     dtype = kernel.dtype
     return (conv3x3_of_upsampled(self.low.astype(dtype), kernel[:, :, :c_low])
