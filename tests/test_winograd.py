@@ -29,7 +29,9 @@ def assert_close(a, b, rtol=2e-6):
 
 @pytest.fixture(autouse=True)
 def every_channel_count(monkeypatch):
-  monkeypatch.setattr(winograd, "MIN_INTENSITY", 0)  # the tests' few channels too
+  # The tests' few channels and small batches too.
+  monkeypatch.setattr(winograd, "MIN_INTENSITY", 0)
+  monkeypatch.setattr(winograd, "CHUNK_BYTES", 0)
 
 
 @pytest.mark.parametrize("shape,c_out", [((3, 8, 10, 5), 7), ((2, 16, 8, 12), 4),
@@ -47,8 +49,9 @@ def test_chunks_of_the_batch_give_the_same_result(monkeypatch):
   # 6 maps of 8 x 8 x 4 floats (1 KiB each): chunks of 3, of 1, and all 6 at once.
   x, kernel = inputs((6, 8, 8, 4), 5)
   results = []
-  for chunk_bytes in (3 * 1024, 1, 1 << 20):
+  for chunk_bytes, maps in ((3 * 1024, 3), (1, 1), (1 << 13, 6)):
     monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    assert winograd.chunk_size(x) == maps and winograd.applies(x, 5)
     results.append(jax.jit(winograd.forward)(x, kernel))
   for out in results:
     assert_close(out, plain(x, kernel))
@@ -65,12 +68,17 @@ def test_odd_or_small_maps_use_the_plain_convolution(shape):
 
 def test_which_of_movi_as_convolutions_use_it(monkeypatch):
   monkeypatch.setattr(winograd, "MIN_INTENSITY", 24)
-  maps = lambda size, c: jax.ShapeDtypeStruct((11, size, size, c), jnp.float32)
-  for size, c, o in [(64, 64, 64), (64, 128, 32), (32, 64, 64), (16, 64, 128), (8, 128, 128),
-                     (8, 128, 64), (16, 64, 64)]:
-    assert winograd.applies(maps(size, c), o)
+  monkeypatch.setattr(winograd, "CHUNK_BYTES", 2 << 20)
+  maps = lambda n, size, c: jax.ShapeDtypeStruct((n, size, size, c), jnp.float32)
+  # The collection: the backbone's 32 frames, F's 16, the U-Net's 176 maps.
+  assert winograd.applies(maps(32, 64, 64), 64) and winograd.applies(maps(16, 64, 128), 32)
+  for size, c, o in [(32, 64, 64), (16, 64, 128), (8, 128, 128), (8, 128, 64), (16, 64, 64)]:
+    assert winograd.applies(maps(176, size, c), o)
   for size, c, o in [(64, 32, 64), (32, 64, 32), (64, 32, 32)]:  # down1, up3 and up4
-    assert not winograd.applies(maps(size, c), o)
+    assert not winograd.applies(maps(176, size, c), o)
+  # One frame's 11 maps (11 is prime: chunks of one map) or one map: small chunks.
+  assert not winograd.applies(maps(11, 32, 64), 64) and not winograd.applies(maps(1, 8, 128), 128)
+  assert winograd.applies(maps(1, 64, 128), 32)
 
 
 @pytest.mark.parametrize("c_in,c_out", [(12, 5), (5, 12)])

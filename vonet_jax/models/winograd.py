@@ -39,13 +39,20 @@ the backbone's (64 -> 64 channels) 0.76-0.81 of XLA's time, F's (128 -> 32) 0.62
 U-Net's down blocks 64 -> 64 0.70-0.72, 64 -> 128 0.69-0.82, 128 -> 128 0.59-0.63 and the up
 blocks' skip terms 128 -> 64 0.65-0.71 and 64 -> 64 0.70-0.94; but 32 -> 64 (down1) 0.83-1.06,
 64 -> 32 (up3) 0.73-1.10 and 32 -> 32 (up4) 0.98-1.08: those (C O / (C + O) = 21, 21 and 16)
-keep XLA's convolution (`MIN_INTENSITY`). XLA's convolution is also used where h or w is odd or
-under `MIN_SIZE`, and for other dtypes than float32 (bfloat16 transforms would round more).
+keep XLA's convolution (`MIN_INTENSITY`). So do calls on few or small maps, whose chunks of
+whole maps (dividing N) hold less than half of `CHUNK_BYTES`: alone by turns (21 rounds), one
+map of 8 x 8 x 128 took 1.46-1.75x XLA's time, 16 x 16 x 64 1.13-1.28x, and 11 maps of 32 x 32 x
+64 (11 is prime: chunks of one map) 1.43x, where one 64 x 64 x 64 map took 0.85x; Figure 5's
+MONet attention (one map per U-Net call) was slower with them. XLA's convolution is also used
+where h or w is odd or under `MIN_SIZE`, and for other dtypes than float32 (bfloat16 transforms
+would round more).
 
 Why: the replay collection is the convolutions' forward pass, at about the machine's matmul
 speed (README "Performance"). On a GPU cuDNN chooses its own algorithm (Winograd's among them),
 so config.model.conv3x3 = "auto" uses this on the CPU backend only (`enabled`).
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,12 +69,27 @@ def enabled(setting: str) -> bool:
   return setting == "winograd" or (setting == "auto" and jax.default_backend() == "cpu")
 
 
+def chunk_size(x) -> int:
+  """Maps per chunk: the most that divide x's N maps evenly and hold at most `CHUNK_BYTES` of
+  input (one map at least)."""
+  n = x.shape[0]
+  per_map = _map_bytes(x)
+  return max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * per_map <= CHUNK_BYTES))
+
+
 def applies(x, out_channels: int) -> bool:
   """Whether `forward` computes the convolution of x [N, h, w, C] to `out_channels` by Winograd's
-  algorithm (else by XLA's)."""
+  algorithm (else by XLA's): even h and w of at least `MIN_SIZE`, float32, C O / (C + O) of at
+  least `MIN_INTENSITY`, and chunks that fill at least half of `CHUNK_BYTES` (few or small maps:
+  the matmuls are too small to pay for the transforms; module docstring)."""
   _, h, w, c = x.shape
   return (h % 2 == 0 and w % 2 == 0 and min(h, w) >= MIN_SIZE and x.dtype == jnp.float32
-          and c * out_channels >= MIN_INTENSITY * (c + out_channels))
+          and c * out_channels >= MIN_INTENSITY * (c + out_channels)
+          and 2 * chunk_size(x) * _map_bytes(x) >= CHUNK_BYTES)
+
+
+def _map_bytes(x) -> int:
+  return math.prod(x.shape[1:]) * x.dtype.itemsize
 
 
 def _plain(x, kernel):
@@ -113,8 +135,7 @@ def forward(x, kernel):
   if not applies(x, kernel.shape[-1]):
     return _plain(x, kernel)
   n, h, w, c = x.shape
-  per_map = h * w * c * x.dtype.itemsize
-  chunk = max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * per_map <= CHUNK_BYTES))
+  chunk = chunk_size(x)
   tiles_kernel = jnp.einsum("au,bv,uvco->abco", _G, _G, kernel).reshape(16, c, -1)  # G g G^T
 
   def chunk_forward(xc):  # [chunk, h, w, C] -> [chunk, h, w, O]
