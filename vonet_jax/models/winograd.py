@@ -104,9 +104,8 @@ def _input_tiles(x):
   the padded rows split into even (e) and odd (o) ones, its rows are e_i, o_i, e_{i+1}, o_{i+1},
   and B^T's rows give e_i - e_{i+1}, o_i + e_{i+1}, e_{i+1} - o_i, o_i - o_{i+1}; likewise for the
   columns."""
-  n, h, w, c = x.shape
 
-  def transform(d, axis):  # d's `axis` has the tiles' 2 (m + 1) padded rows or columns
+  def transform(d, axis):  # d's `axis`: the padded rows (or columns), 2 (tiles + 1) of them
     d = d.reshape(d.shape[:axis] + (d.shape[axis] // 2, 2) + d.shape[axis + 1:])
     take = lambda start, parity: jax.lax.index_in_dim(
         jax.lax.slice_in_dim(d, start, start + d.shape[axis] - 1, axis=axis), parity,
@@ -134,7 +133,7 @@ def forward(x, kernel):
   F(2x2, 3x3) in chunks of the batch where it `applies`, else by XLA's convolution."""
   if not applies(x, kernel.shape[-1]):
     return _plain(x, kernel)
-  n, h, w, c = x.shape
+  n, c = x.shape[0], x.shape[-1]
   chunk = chunk_size(x)
   tiles_kernel = jnp.einsum("au,bv,uvco->abco", _G, _G, kernel).reshape(16, c, -1)  # G g G^T
 
